@@ -1,0 +1,550 @@
+"""``CircuitBreaker``: the short async loop around the machine and a storage."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import logging
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any, Final, ParamSpec, Self, TypeVar
+
+import anyio
+
+from . import _machine as machine
+from ._config import CircuitBreakerConfig, check_settings
+from ._errors import CircuitBreakerOpenError, StorageError
+from ._machine import Outcome
+from ._state import CircuitState, CircuitStats, StateChange
+from .storage._protocol import INITIAL_RECORD, BreakerRecord, Storage
+from .storage.memory import MemoryStorage
+
+__all__ = ["CircuitBreaker", "Listener"]
+
+logger: Final = logging.getLogger("anybreaker")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Listener = Callable[[StateChange], Awaitable[None] | None]
+
+_CLOSED: Final = CircuitState.CLOSED
+_MAX_WRITE_ATTEMPTS: Final = 64
+
+# The calls entered with ``async with`` that carry a ticket, innermost first:
+# (breaker, generation, token, tag id, enclosing entry). See ``__aenter__``.
+_Tag = tuple["CircuitBreaker", int, str | None, int, "_Tag | None"]
+_TAGS: ContextVar[_Tag | None] = ContextVar("anybreaker_tags", default=None)
+_tag_ids = itertools.count()
+
+
+class _StoragePolicyRefusal(Exception):
+    """The storage failed and ``on_storage_error`` says what to do instead."""
+
+
+class _Extra:
+    """What only some breakers need, kept apart so an idle breaker stays small."""
+
+    __slots__ = ("fallback", "held", "listeners", "outage", "retry_at", "tags")
+
+    def __init__(self) -> None:
+        self.listeners: list[Listener] = []
+        self.tags: set[int] = set()
+        self.held: deque[tuple[int, str]] = deque()
+        self.fallback: MemoryStorage | None = None
+        self.outage = False
+        self.retry_at = 0.0
+
+
+class CircuitBreaker:
+    """Guard calls to a dependency: stop calling it while it keeps failing.
+
+    ``CircuitBreaker(name, config=None, *, storage=None, clock=None,
+    listeners=(), **settings)``: ``settings`` are ``CircuitBreakerConfig``
+    fields given directly. Breakers that share a storage and a name share
+    one state, in one process or many.
+
+    Use it as ``async with breaker:``, ``await breaker.call(fn, ...)`` or
+    ``@breaker`` on an ``async def``.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_config",
+        "_extra",
+        "_failed",
+        "_local",
+        "_name",
+        "_neutral",
+        "_read_at",
+        "_record",
+        "_rejected",
+        "_seen",
+        "_staleness",
+        "_state_changes",
+        "_storage",
+        "_succeeded",
+        "_tagging",
+        "_untagged",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        config: CircuitBreakerConfig | None = None,
+        *,
+        storage: Storage | None = None,
+        clock: Callable[[], float] | None = None,
+        listeners: Iterable[Listener] = (),
+        **settings: Any,
+    ) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__} {name!r}")
+        if not name.strip():
+            raise ValueError("name must be a non-empty string")
+        if config is not None and settings:
+            raise TypeError(
+                "give either config or settings, not both "
+                f"(got config and {', '.join(sorted(settings))})"
+            )
+        if config is None:
+            check_settings(settings)
+            config = CircuitBreakerConfig(**settings)
+        elif not isinstance(config, CircuitBreakerConfig):
+            raise TypeError(
+                f"config must be a CircuitBreakerConfig, got {type(config).__name__}"
+            )
+        if storage is None:
+            storage = MemoryStorage()
+        elif not isinstance(storage, Storage):
+            raise TypeError(
+                f"storage must implement the Storage protocol, got {storage!r}"
+            )
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        staleness = getattr(storage, "staleness", 0.0)
+        if not isinstance(staleness, int | float) or not staleness >= 0:
+            raise ValueError(f"storage.staleness must be seconds >= 0, got {staleness!r}")
+
+        self._name = name
+        self._config = config
+        self._storage = storage
+        self._clock: Callable[[], float] = clock or time.time
+        self._staleness = float(staleness)
+        # A MemoryStorage's dict is read directly: its current record being
+        # the one this breaker holds is the cheapest possible freshness check.
+        self._local = storage._records if type(storage) is MemoryStorage else None
+        self._record = INITIAL_RECORD
+        self._read_at = -math.inf
+        self._seen = CircuitState.CLOSED
+        self._untagged = 0
+        self._tagging = False
+        self._succeeded = self._failed = self._neutral = self._rejected = 0
+        self._state_changes = 0
+        self._extra: _Extra | None = None
+        for listener in listeners:
+            self.add_listener(listener)
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self._name!r} {self.state.value}>"
+
+    # -- public views ------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The breaker's name: its key in the storage."""
+        return self._name
+
+    @property
+    def config(self) -> CircuitBreakerConfig:
+        """The breaker's settings."""
+        return self._config
+
+    @property
+    def storage(self) -> Storage:
+        """Where the breaker keeps its state."""
+        return self._storage
+
+    @property
+    def state(self) -> CircuitState:
+        """The last known state, evaluated now (OPEN turns HALF_OPEN on time); no I/O."""
+        return machine.view(self._record, self._config, self._clock())
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the last known state, evaluated now, is OPEN; no I/O."""
+        return self.state is CircuitState.OPEN
+
+    def get_time_until_retry(self) -> float:
+        """Seconds until the breaker admits a trial (``inf`` if forced open); no I/O."""
+        return machine.time_until_retry(self._record, self._config, self._clock())
+
+    @property
+    def stats(self) -> CircuitStats:
+        """This breaker object's counters in this process."""
+        return self.get_stats()
+
+    def get_stats(self) -> CircuitStats:
+        """Return this breaker object's counters in this process."""
+        return CircuitStats(
+            total_calls=self._succeeded + self._failed + self._neutral,
+            successful_calls=self._succeeded,
+            failed_calls=self._failed,
+            rejected_calls=self._rejected,
+            state_changes=self._state_changes,
+        )
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(change)`` (sync or async) on every state change seen."""
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {listener!r}")
+        self._more().listeners.append(listener)
+
+    # -- guarding calls ----------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        # The closed-state fast path: no lock, no write, no storage read.
+        # Calls entered here carry no ticket; ``_untagged`` counts them. When
+        # the generation changes while some are running, they all become
+        # stale, and until they are done every new entry carries a ticket
+        # in ``_TAGS`` (``_tagging``), so that an entry without one is known
+        # to be stale when it exits.
+        if not self._tagging and self._record.state is _CLOSED and self._fresh():
+            self._untagged += 1
+            return self
+        generation, token = await self._admit()
+        if token is None and not self._tagging:
+            self._untagged += 1
+        else:
+            tag_id = next(_tag_ids)
+            self._more().tags.add(tag_id)
+            self._tagging = True
+            _TAGS.set((self, generation, token, tag_id, _TAGS.get()))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._tagging:
+            self._untagged -= 1
+            if exc is None:
+                self._succeeded += 1
+                return
+            await self._settle(self._record.generation, None, exc)
+            return
+        extra = self._more()
+        tag = _TAGS.get()
+        if tag is not None and tag[0] is self and tag[3] in extra.tags:
+            _TAGS.set(tag[4])
+            extra.tags.discard(tag[3])
+            ticket: tuple[int, str | None] | None = (tag[1], tag[2])
+        else:
+            self._untagged -= 1
+            ticket = None
+        if self._untagged == 0 and not extra.tags:
+            self._tagging = False
+        if ticket is None:
+            self._count(self._classify(exc))
+        else:
+            await self._settle(ticket[0], ticket[1], exc)
+
+    async def call(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``await fn(*args, **kwargs)`` under the breaker and return its result."""
+        if self._record.state is _CLOSED and self._fresh():
+            generation, token = self._record.generation, None
+        else:
+            generation, token = await self._admit()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as error:
+            await self._settle(generation, token, error)
+            raise
+        if token is None:
+            self._succeeded += 1
+        else:
+            await self._settle(generation, token, None)
+        return result
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        """Decorate an ``async def`` so that every call goes through the breaker."""
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"@breaker needs an async def function, got {fn!r}; "
+                "a breaker guards awaitable calls only"
+            )
+
+        @functools.wraps(fn)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await self.call(fn, *args, **kwargs)
+
+        return guarded
+
+    # -- manual use --------------------------------------------------------
+
+    async def allow_request(self) -> bool:
+        """Return whether a call may run now; in half-open this takes a trial permit.
+
+        Give the permit back with the next ``record_success()`` or
+        ``record_failure()`` of this breaker object.
+        """
+        try:
+            generation, token = await self._admit()
+        except CircuitBreakerOpenError:
+            return False
+        if token is not None:
+            self._more().held.append((generation, token))
+        return True
+
+    async def record_success(self) -> None:
+        """Report that a call admitted by ``allow_request()`` succeeded."""
+        await self._settle(*self._held_ticket(), None)
+
+    async def record_failure(self, exc: BaseException | None = None) -> None:
+        """Report that a call admitted by ``allow_request()`` failed with ``exc``."""
+        await self._settle(*self._held_ticket(), exc if exc is not None else Exception())
+
+    def _held_ticket(self) -> tuple[int, str | None]:
+        if self._extra is not None and self._extra.held:
+            return self._extra.held.popleft()
+        return self._record.generation, None
+
+    # -- administration ----------------------------------------------------
+
+    async def reset(self) -> None:
+        """Close the breaker and clear its history, for every process sharing it."""
+        await self._write(lambda record, now: machine.reset(record, now))
+
+    async def force_open(self) -> None:
+        """Open the breaker until ``reset()``, for every process sharing it."""
+        await self._write(lambda record, now: machine.force_open(record, now))
+
+    async def get_state(self) -> CircuitState:
+        """Read the state from the storage and return it, evaluated now."""
+        now = self._clock()
+        record = await self._read(now)
+        await self._observe(now)
+        return machine.view(record, self._config, now)
+
+    # -- the loop around the machine ---------------------------------------
+
+    def _fresh(self) -> bool:
+        if self._local is not None:
+            return self._local.get(self._name, INITIAL_RECORD) is self._record
+        return self._clock() - self._read_at < self._staleness
+
+    async def _admit(self) -> tuple[int, str | None]:
+        """Admit a call or raise ``CircuitBreakerOpenError``; return its ticket."""
+        now = self._clock()
+        try:
+            record = self._record if self._fresh() else await self._read(now)
+        except _StoragePolicyRefusal:
+            if self._config.on_storage_error == "reject":
+                self._rejected += 1
+                raise CircuitBreakerOpenError(
+                    self._name, self._config.storage_retry_interval or 1e-3
+                ) from None
+            return self._record.generation, None  # "allow"
+        await self._observe(now)
+        token = secrets.token_hex(8)
+        for _ in range(_MAX_WRITE_ATTEMPTS):
+            admission = machine.admit(record, self._config, now, token)
+            if not admission.allowed:
+                self._rejected += 1
+                raise CircuitBreakerOpenError(self._name, admission.retry_after)
+            if admission.record is None:
+                return admission.generation, None
+            try:
+                with anyio.CancelScope(shield=True):
+                    stored = await self._compare_and_set(record, admission.record, now)
+            except _StoragePolicyRefusal:
+                return self._record.generation, None  # "allow"
+            if stored is None:
+                await self._observe(now)
+                return admission.generation, admission.token
+            record = stored
+            await self._observe(now)
+        raise StorageError(f"circuit {self._name!r}: too many write conflicts")
+
+    def _classify(self, exc: BaseException | None) -> Outcome:
+        if exc is None:
+            return Outcome.SUCCESS
+        if not isinstance(exc, Exception) or isinstance(
+            exc, self._config.ignored_exceptions
+        ):
+            return Outcome.NEUTRAL
+        is_failure = self._config.is_failure
+        if is_failure is not None and not is_failure(exc):
+            return Outcome.SUCCESS
+        return Outcome.FAILURE
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome is Outcome.SUCCESS:
+            self._succeeded += 1
+        elif outcome is Outcome.FAILURE:
+            self._failed += 1
+        else:
+            self._neutral += 1
+
+    async def _settle(
+        self, generation: int, token: str | None, exc: BaseException | None
+    ) -> None:
+        """Count a call's outcome and write what it changes, shielded from cancellation."""
+        outcome = self._classify(exc)
+        self._count(outcome)
+        if token is None and outcome is not Outcome.FAILURE:
+            return
+        config = self._config
+
+        def change(record: BreakerRecord, now: float) -> BreakerRecord | None:
+            return machine.settle(record, config, now, generation, token, outcome)
+
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._write(change)
+            except _StoragePolicyRefusal:
+                pass  # "allow" and "reject" drop what they cannot store
+
+    async def _write(
+        self, change: Callable[[BreakerRecord, float], BreakerRecord | None]
+    ) -> None:
+        """Apply ``change`` with compare-and-set, re-reading on conflict."""
+        now = self._clock()
+        record = self._record
+        for _ in range(_MAX_WRITE_ATTEMPTS):
+            new = change(record, now)
+            if new is None:
+                return
+            stored = await self._compare_and_set(record, new, now)
+            if stored is None:
+                await self._observe(now)
+                return
+            record = stored
+        raise StorageError(f"circuit {self._name!r}: too many write conflicts")
+
+    # -- storage access, with the failure policy ---------------------------
+
+    def _adopt(self, record: BreakerRecord, now: float) -> None:
+        """Cache ``record``; calls running without a ticket become stale if its generation moved."""
+        if record.generation != self._record.generation and self._untagged:
+            self._tagging = True
+        if self._read_at == -math.inf:
+            self._seen = machine.view(record, self._config, now)
+        self._record = record
+        self._read_at = now
+
+    async def _read(self, now: float) -> BreakerRecord:
+        """Read the stored record (or the fallback's) and cache it."""
+        self._adopt(await self._storage_op(now, "get") or INITIAL_RECORD, now)
+        return self._record
+
+    async def _compare_and_set(
+        self, expected: BreakerRecord, new: BreakerRecord, now: float
+    ) -> BreakerRecord | None:
+        """Store ``new`` if ``expected`` is current: ``None``, else the current record."""
+        if await self._storage_op(now, "compare_and_set", expected.version or None, new):
+            self._adopt(new, now)
+            return None
+        return await self._read(now)
+
+    async def _storage_op(self, now: float, method: str, *args: Any) -> Any:
+        extra = self._extra
+        if extra is not None and extra.fallback is not None:
+            if now < extra.retry_at:
+                return await getattr(extra.fallback, method)(self._name, *args)
+            try:
+                record = await self._call_storage("get")
+            except (StorageError, TimeoutError):
+                extra.retry_at = now + self._config.storage_retry_interval
+                return await getattr(extra.fallback, method)(self._name, *args)
+            self._storage_recovered(extra)
+            # The fallback's versions mean nothing to the storage: adopt the
+            # stored record and let a pending write retry against it.
+            return record if method == "get" else False
+        try:
+            result = await self._call_storage(method, *args)
+        except (StorageError, TimeoutError) as error:
+            return await self._storage_failed(now, method, args, error)
+        if extra is not None and extra.outage:
+            self._storage_recovered(extra)
+        return result
+
+    async def _call_storage(self, method: str, *args: Any) -> Any:
+        with anyio.fail_after(self._config.storage_timeout):
+            return await getattr(self._storage, method)(self._name, *args)
+
+    def _storage_recovered(self, extra: _Extra) -> None:
+        extra.fallback = None
+        extra.outage = False
+        logger.info("circuit %r: storage %r answers again", self._name, self._storage)
+
+    async def _storage_failed(
+        self, now: float, method: str, args: tuple[Any, ...], error: Exception
+    ) -> Any:
+        policy = self._config.on_storage_error
+        extra = self._more()
+        if not extra.outage:
+            extra.outage = True
+            logger.warning(
+                "circuit %r: storage %r failed (%s); on_storage_error=%r",
+                self._name,
+                self._storage,
+                error if str(error) else type(error).__name__,
+                policy,
+            )
+        if policy == "raise":
+            if isinstance(error, StorageError):
+                raise error
+            raise StorageError(
+                f"circuit {self._name!r}: storage operation {method} took longer "
+                f"than storage_timeout={self._config.storage_timeout} s"
+            ) from error
+        if policy != "local":
+            raise _StoragePolicyRefusal from error
+        # Keep protecting in this process, from the last record known.
+        fallback = MemoryStorage()
+        if self._record.version:
+            await fallback.compare_and_set(
+                self._name, self._record.version - 1 or None, self._record
+            )
+        extra.fallback = fallback
+        extra.retry_at = now + self._config.storage_retry_interval
+        return await getattr(fallback, method)(self._name, *args)
+
+    # -- state changes -----------------------------------------------------
+
+    async def _observe(self, now: float) -> None:
+        """Note the state the cached record shows now; tell listeners if it changed."""
+        state = machine.view(self._record, self._config, now)
+        old = self._seen
+        self._seen = state
+        if old is state:
+            return
+        self._state_changes += 1
+        logger.info("circuit %r: %s -> %s", self._name, old.value, state.value)
+        if self._extra is None or not self._extra.listeners:
+            return
+        change = StateChange(self._name, old, state, now)
+        for listener in list(self._extra.listeners):
+            try:
+                result = listener(change)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception(
+                    "circuit %r: state change listener %r raised", self._name, listener
+                )
+
+    def _more(self) -> _Extra:
+        if self._extra is None:
+            self._extra = _Extra()
+        return self._extra

@@ -1,0 +1,1 @@
+"""Storages: where breakers keep their state."""

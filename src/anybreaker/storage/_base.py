@@ -1,0 +1,41 @@
+"""Lifecycle shared by the shipped storages."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from .._errors import StorageError
+
+__all__ = ["StorageBase"]
+
+
+class StorageBase:
+    """An async context manager that closes once and refuses use after close."""
+
+    _closed: bool = False
+
+    async def __aenter__(self) -> Self:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Release the storage's resources; calling it again does nothing."""
+        if not self._closed:
+            self._closed = True
+            await self._close()
+
+    async def _close(self) -> None:
+        """Release resources; called once by ``aclose()``."""
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"{type(self).__name__} is closed; open a new one")

@@ -1,0 +1,58 @@
+"""``MemoryStorage``: records in a dict, shared by the breakers of one process."""
+
+from __future__ import annotations
+
+import threading
+
+from ._base import StorageBase
+from ._protocol import BreakerRecord, check_new_version
+
+__all__ = ["MemoryStorage"]
+
+
+class MemoryStorage(StorageBase):
+    """Keep breaker records in memory.
+
+    Safe for any number of concurrent tasks, and for event loops in several
+    threads: no method awaits while it holds the state. Breakers see each
+    other's writes at once (``staleness`` is 0).
+    """
+
+    staleness = 0.0
+
+    def __init__(self) -> None:
+        self._records: dict[str, BreakerRecord] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<MemoryStorage with {len(self._records)} records>"
+
+    async def get(self, name: str) -> BreakerRecord | None:
+        """Return the record stored under ``name``, or ``None``."""
+        self._check_open()
+        return self._records.get(name)
+
+    async def compare_and_set(
+        self, name: str, expected_version: int | None, record: BreakerRecord
+    ) -> bool:
+        """Store ``record`` if the stored version is ``expected_version``."""
+        self._check_open()
+        check_new_version(expected_version, record)
+        with self._lock:
+            current = self._records.get(name)
+            stored_version = None if current is None else current.version
+            if stored_version != expected_version:
+                return False
+            self._records[name] = record
+            return True
+
+    async def delete(self, name: str) -> None:
+        """Remove the record stored under ``name``, if any."""
+        self._check_open()
+        with self._lock:
+            self._records.pop(name, None)
+
+    async def names(self) -> list[str]:
+        """Return the names that have a record."""
+        self._check_open()
+        return list(self._records)
