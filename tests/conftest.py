@@ -1,0 +1,50 @@
+"""Runtimes and storages every behaviour test runs under."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from anybreaker import Storage
+from anybreaker.testing import FakeClock
+
+from ._storages import STORAGES
+
+BACKENDS = ("asyncio", "trio")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run async tests under both runtimes, and ``storage`` tests on every storage."""
+    if "storage" not in metafunc.fixturenames:
+        if "anyio_backend" in metafunc.fixturenames:
+            metafunc.parametrize("anyio_backend", BACKENDS)
+        return
+    cases = [
+        pytest.param(backend, kind, id=f"{backend}-{kind}")
+        for kind, (_, runs_on_trio) in STORAGES.items()
+        for backend in BACKENDS
+        if backend == "asyncio" or runs_on_trio
+    ]
+    metafunc.parametrize(("anyio_backend", "storage_kind"), cases)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The runtime; ``pytest_generate_tests`` parametrizes it over both."""
+    return "asyncio"
+
+
+@pytest.fixture
+async def storage(storage_kind: str, tmp_path: Path) -> AsyncIterator[Storage]:
+    """A fresh, empty storage of each kind."""
+    factory, _ = STORAGES[storage_kind]
+    async with factory(tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test moves by hand."""
+    return FakeClock()
