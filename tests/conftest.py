@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +14,20 @@ from anybreaker.testing import FakeClock
 
 from ._storages import STORAGES
 
-BACKENDS = ("asyncio", "trio")
+
+
+def _runtimes() -> tuple[str, ...]:
+    """The runtimes to test: both, or the one ``ANYBREAKER_RUNTIME`` names."""
+    installed = ("asyncio", "trio") if importlib.util.find_spec("trio") else ("asyncio",)
+    wanted = os.environ.get("ANYBREAKER_RUNTIME")
+    if wanted is None:
+        return installed
+    if wanted not in installed:
+        raise pytest.UsageError(f"ANYBREAKER_RUNTIME={wanted!r} is not installed")
+    return (wanted,)
+
+
+BACKENDS = _runtimes()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -28,6 +43,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if backend == "asyncio" or runs_on_trio
     ]
     metafunc.parametrize(("anyio_backend", "storage_kind"), cases)
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """A run restricted to trio leaves the synchronous tests to the asyncio run."""
+    if BACKENDS != ("trio",):
+        return
+    selected = [item for item in items if "anyio_backend" in item.fixturenames]
+    deselected = [item for item in items if "anyio_backend" not in item.fixturenames]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
 
 
 @pytest.fixture

@@ -1,0 +1,24 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# Each makes a virtual environment with nox in .venv, then runs nox sessions,
+# which install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+NOX := $(VENV)/bin/nox
+
+.PHONY: demo test bench docs
+
+$(NOX):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip nox
+
+demo: $(NOX)
+	$(NOX) --reuse-existing-virtualenvs --no-install --session demo
+
+test: $(NOX)
+	$(NOX)
+
+bench: $(NOX)
+	$(NOX) --session bench
+
+docs: $(NOX)
+	$(NOX) --session docs
