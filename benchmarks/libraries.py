@@ -1,0 +1,448 @@
+"""The breakers measured side by side: anybreaker and the libraries users compare it with.
+
+Each library gets the same two loops, written out by hand so that no adapter
+sits between the loop and the breaker: a closed-state call around a no-op
+coroutine, and a call rejected by an open breaker. ``make_closed`` and
+``make_rejected`` build a fresh breaker (opened by real failures where the
+library counts them) and return ``loop(n)``, which makes ``n`` calls.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+Loop = Callable[[int], Awaitable[None]]
+
+# Long enough that no open breaker half-opens during a run.
+OPEN_FOR = 3600.0
+
+
+class Boom(Exception):
+    """The failure the benchmarks feed to breakers."""
+
+
+async def noop() -> None:
+    """The guarded call: a coroutine that does nothing."""
+
+
+async def fail() -> None:
+    """A guarded call that fails."""
+    raise Boom
+
+
+class Floor:
+    """A bare ``async with`` that does nothing: the cost no breaker can go under."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+@dataclass
+class Library:
+    """One library under test: how to name it and build its two loops."""
+
+    key: str
+    label: str
+    distribution: str | None
+    make_closed: Callable[[], Awaitable[Loop]]
+    make_rejected: Callable[[], Awaitable[Loop]] | None
+    how: str
+    """How the call is made, for the table's notes."""
+
+    def version(self) -> str:
+        """The installed version of the library, or a dash for the floor."""
+        if self.distribution is None:
+            return "-"
+        return metadata.version(self.distribution)
+
+
+# -- floor -----------------------------------------------------------------
+
+
+async def floor_closed() -> Loop:
+    """A no-op ``async with`` around the no-op coroutine."""
+    guard = Floor()
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            async with guard:
+                await noop()
+
+    return loop
+
+
+# -- anybreaker ------------------------------------------------------------
+
+
+async def anybreaker_closed() -> Loop:
+    """``async with breaker:`` on a closed in-memory anybreaker."""
+    from anybreaker import CircuitBreaker
+
+    breaker = CircuitBreaker("bench")
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            async with breaker:
+                await noop()
+
+    return loop
+
+
+async def anybreaker_rejected() -> Loop:
+    """A call refused by an anybreaker that real failures opened."""
+    from anybreaker import CircuitBreaker, CircuitBreakerOpenError
+
+    breaker = CircuitBreaker("bench", failure_threshold=5, timeout=OPEN_FOR)
+    for _ in range(5):
+        try:
+            async with breaker:
+                await fail()
+        except Boom:
+            pass
+    assert breaker.is_open
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:
+                async with breaker:
+                    await noop()
+            except CircuitBreakerOpenError:
+                pass
+
+    return loop
+
+
+# -- aiobreaker --------------------------------------------------------------
+
+
+async def aiobreaker_closed() -> Loop:
+    """``await breaker.call_async(fn)`` (aiobreaker has no ``async with``)."""
+    import aiobreaker
+
+    breaker = aiobreaker.CircuitBreaker(name="bench")
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            await breaker.call_async(noop)
+
+    return loop
+
+
+async def aiobreaker_rejected() -> Loop:
+    """A refused ``call_async`` on an aiobreaker opened by failures."""
+    import aiobreaker
+
+    breaker = aiobreaker.CircuitBreaker(
+        fail_max=5, timeout_duration=timedelta(seconds=OPEN_FOR), name="bench"
+    )
+    for _ in range(5):
+        try:
+            await breaker.call_async(fail)
+        except (Boom, aiobreaker.CircuitBreakerError):
+            pass
+    assert breaker.current_state is aiobreaker.CircuitBreakerState.OPEN
+    error = aiobreaker.CircuitBreakerError
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:
+                await breaker.call_async(noop)
+            except error:
+                pass
+
+    return loop
+
+
+# -- purgatory ---------------------------------------------------------------
+
+
+async def purgatory_closed() -> Loop:
+    """``async with breaker:`` on one purgatory breaker object, reused."""
+    from purgatory import AsyncCircuitBreakerFactory
+
+    factory = AsyncCircuitBreakerFactory()
+    breaker = await factory.get_breaker("bench")
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            async with breaker:
+                await noop()
+
+    return loop
+
+
+async def purgatory_rejected() -> Loop:
+    """A refused call on a reused purgatory breaker opened by failures."""
+    from purgatory import AsyncCircuitBreakerFactory
+    from purgatory.domain.model import OpenedState
+
+    factory = AsyncCircuitBreakerFactory(default_threshold=5, default_ttl=OPEN_FOR)
+    breaker = await factory.get_breaker("bench")
+    for _ in range(5):
+        try:
+            async with breaker:
+                await fail()
+        except Boom:
+            pass
+    assert breaker.context.state == "opened"
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:
+                async with breaker:
+                    await noop()
+            except OpenedState:
+                pass
+
+    return loop
+
+
+# -- circuitbreaker ------------------------------------------------------------
+
+
+async def circuitbreaker_closed() -> Loop:
+    """A call of an ``async def`` decorated with a ``circuitbreaker.CircuitBreaker``."""
+    import circuitbreaker
+
+    guarded = circuitbreaker.CircuitBreaker(name="bench")(noop)
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            await guarded()
+
+    return loop
+
+
+async def circuitbreaker_rejected() -> Loop:
+    """A refused decorated call on a circuitbreaker opened by failures."""
+    import circuitbreaker
+
+    breaker = circuitbreaker.CircuitBreaker(
+        failure_threshold=5, recovery_timeout=OPEN_FOR, name="bench-rejected"
+    )
+    guarded = breaker(noop)
+    failing = breaker(fail)
+    for _ in range(5):
+        try:
+            await failing()
+        except Boom:
+            pass
+    assert breaker.opened
+    error = circuitbreaker.CircuitBreakerError
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:
+                await guarded()
+            except error:
+                pass
+
+    return loop
+
+
+# -- pybreaker ---------------------------------------------------------------
+
+
+async def pybreaker_closed() -> Loop:
+    """``await breaker.call(fn)``: pybreaker's sync ``call`` (its async path needs tornado).
+
+    The sync ``call`` makes the coroutine and returns it; awaiting it is
+    outside the breaker, so pybreaker never sees the coroutine's outcome.
+    """
+    import pybreaker
+
+    breaker = pybreaker.CircuitBreaker(name="bench")
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            await breaker.call(noop)
+
+    return loop
+
+
+async def pybreaker_rejected() -> Loop:
+    """A refused sync ``call`` on a pybreaker opened by failures."""
+    import pybreaker
+
+    def sync_fail() -> None:
+        raise Boom
+
+    breaker = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=OPEN_FOR, name="bench")
+    for _ in range(5):
+        try:
+            breaker.call(sync_fail)
+        except (Boom, pybreaker.CircuitBreakerError):
+            pass
+    assert breaker.current_state == "open"
+    error = pybreaker.CircuitBreakerError
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:
+                await breaker.call(noop)
+            except error:
+                pass
+
+    return loop
+
+
+# -- mamba-agents --------------------------------------------------------------
+
+_MAMBA_FILE = "mamba_agents/errors/circuit_breaker.py"
+_mamba: ModuleType | None = None
+
+
+def mamba_module() -> ModuleType:
+    """Load only mamba-agents' ``errors/circuit_breaker.py``, by path.
+
+    mamba-agents is installed with ``--no-deps``: importing its package would
+    pull in its whole agent framework, while this one file needs only the
+    standard library.
+    """
+    global _mamba
+    if _mamba is None:
+        path = metadata.distribution("mamba-agents").locate_file(_MAMBA_FILE)
+        name = "mamba_agents_circuit_breaker"
+        spec = importlib.util.spec_from_file_location(name, str(path))
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        _mamba = module
+    return _mamba
+
+
+async def mamba_closed() -> Loop:
+    """``async with breaker:`` on mamba-agents' ``CircuitBreaker``."""
+    breaker = mamba_module().CircuitBreaker("bench")
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            async with breaker:
+                await noop()
+
+    return loop
+
+
+async def mamba_rejected() -> Loop:
+    """A refused ``async with`` on mamba-agents' breaker opened by failures."""
+    mamba = mamba_module()
+    breaker = mamba.CircuitBreaker(
+        "bench", mamba.CircuitBreakerConfig(failure_threshold=5, timeout=OPEN_FOR)
+    )
+    for _ in range(5):
+        try:
+            async with breaker:
+                await fail()
+        except Boom:
+            pass
+    assert breaker.state is mamba.CircuitState.OPEN
+    error = mamba.CircuitBreakerOpenError
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:
+                async with breaker:
+                    await noop()
+            except error:
+                pass
+
+    return loop
+
+
+LIBRARIES: list[Library] = [
+    Library("floor", "no-op async with", None, floor_closed, None, "floor"),
+    Library(
+        "anybreaker",
+        "anybreaker",
+        "anybreaker",
+        anybreaker_closed,
+        anybreaker_rejected,
+        "async with breaker",
+    ),
+    Library(
+        "aiobreaker",
+        "aiobreaker",
+        "aiobreaker",
+        aiobreaker_closed,
+        aiobreaker_rejected,
+        "await breaker.call_async(fn)",
+    ),
+    Library(
+        "purgatory",
+        "purgatory",
+        "purgatory",
+        purgatory_closed,
+        purgatory_rejected,
+        "async with breaker (object reused)",
+    ),
+    Library(
+        "circuitbreaker",
+        "circuitbreaker",
+        "circuitbreaker",
+        circuitbreaker_closed,
+        circuitbreaker_rejected,
+        "@breaker on an async def",
+    ),
+    Library(
+        "pybreaker",
+        "pybreaker",
+        "pybreaker",
+        pybreaker_closed,
+        pybreaker_rejected,
+        "await breaker.call(fn) (sync call)",
+    ),
+    Library(
+        "mamba",
+        "mamba-agents",
+        "mamba-agents",
+        mamba_closed,
+        mamba_rejected,
+        "async with breaker",
+    ),
+]
+
+
+def available(library: Library) -> str | None:
+    """Return why ``library`` cannot be measured here, or ``None`` if it can."""
+    if library.distribution is None:
+        return None
+    try:
+        metadata.version(library.distribution)
+        if library.key == "mamba":
+            mamba_module()
+    except Exception as error:  # a missing or broken competitor is reported, not fatal
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def quiet_warnings() -> None:
+    """Silence competitors' deprecation warnings (aiobreaker's ``utcnow``)."""
+    warnings.simplefilter("ignore", DeprecationWarning)
+
+
+def named_breaker_factories() -> dict[str, Callable[[str], Any]]:
+    """For the memory table: make one idle named breaker of each library."""
+    factories: dict[str, Callable[[str], Any]] = {}
+    import aiobreaker
+    import circuitbreaker
+    import pybreaker
+
+    factories["aiobreaker"] = lambda name: aiobreaker.CircuitBreaker(name=name)
+    factories["circuitbreaker"] = lambda name: circuitbreaker.CircuitBreaker(name=name)
+    factories["pybreaker"] = lambda name: pybreaker.CircuitBreaker(name=name)
+    mamba = mamba_module()
+    factories["mamba-agents"] = lambda name: mamba.CircuitBreaker(name)
+    return factories
