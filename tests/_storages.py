@@ -29,8 +29,7 @@ REDIS_PORT = int(os.environ.get("ANYBREAKER_REDIS_PORT", "6379"))
 def postgres_url(driver: str) -> str:
     """The URL of the test PostgreSQL database through ``driver``."""
     return (
-        f"postgresql+{driver}://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}"
-        f"/{POSTGRES_DATABASE}"
+        f"postgresql+{driver}://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{POSTGRES_DATABASE}"
     )
 
 
@@ -85,9 +84,7 @@ async def sqlite_aiosqlite(tmp_path: Path) -> AsyncIterator[Storage]:
 def _postgres(driver: str) -> Callable[[Path], AbstractAsyncContextManager[Storage]]:
     @asynccontextmanager
     async def make(tmp_path: Path) -> AsyncIterator[Storage]:
-        sql = pytest.importorskip(
-            "anybreaker.storage.sql", reason="needs anybreaker[postgres]"
-        )
+        sql = pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[postgres]")
         pytest.importorskip(driver, reason=f"needs {driver}")
         require_server("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
         table = unique_name("breakers")

@@ -15,7 +15,6 @@ from anybreaker.testing import FakeClock
 from ._storages import STORAGES
 
 
-
 def _runtimes() -> tuple[str, ...]:
     """The runtimes to test: both, or the one ``ANYBREAKER_RUNTIME`` names."""
     installed = ("asyncio", "trio") if importlib.util.find_spec("trio") else ("asyncio",)
@@ -45,14 +44,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize(("anyio_backend", "storage_kind"), cases)
 
 
-def pytest_collection_modifyitems(
-    config: pytest.Config, items: list[pytest.Item]
-) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A run restricted to trio leaves the synchronous tests to the asyncio run."""
     if BACKENDS != ("trio",):
         return
-    selected = [item for item in items if "anyio_backend" in item.fixturenames]
-    deselected = [item for item in items if "anyio_backend" not in item.fixturenames]
+    def is_async(item: pytest.Item) -> bool:
+        return "anyio_backend" in getattr(item, "fixturenames", ())
+
+    selected = [item for item in items if is_async(item)]
+    deselected = [item for item in items if not is_async(item)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected

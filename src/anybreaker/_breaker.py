@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import itertools
@@ -116,15 +117,11 @@ class CircuitBreaker:
             check_settings(settings)
             config = CircuitBreakerConfig(**settings)
         elif not isinstance(config, CircuitBreakerConfig):
-            raise TypeError(
-                f"config must be a CircuitBreakerConfig, got {type(config).__name__}"
-            )
+            raise TypeError(f"config must be a CircuitBreakerConfig, got {type(config).__name__}")
         if storage is None:
             storage = MemoryStorage()
         elif not isinstance(storage, Storage):
-            raise TypeError(
-                f"storage must implement the Storage protocol, got {storage!r}"
-            )
+            raise TypeError(f"storage must implement the Storage protocol, got {storage!r}")
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
         staleness = getattr(storage, "staleness", 0.0)
@@ -256,9 +253,7 @@ class CircuitBreaker:
         else:
             await self._settle(ticket[0], ticket[1], exc)
 
-    async def call(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)`` under the breaker and return its result."""
         if self._record.state is _CLOSED and self._fresh():
             generation, token = self._record.generation, None
@@ -378,9 +373,7 @@ class CircuitBreaker:
     def _classify(self, exc: BaseException | None) -> Outcome:
         if exc is None:
             return Outcome.SUCCESS
-        if not isinstance(exc, Exception) or isinstance(
-            exc, self._config.ignored_exceptions
-        ):
+        if not isinstance(exc, Exception) or isinstance(exc, self._config.ignored_exceptions):
             return Outcome.NEUTRAL
         is_failure = self._config.is_failure
         if is_failure is not None and not is_failure(exc):
@@ -395,9 +388,7 @@ class CircuitBreaker:
         else:
             self._neutral += 1
 
-    async def _settle(
-        self, generation: int, token: str | None, exc: BaseException | None
-    ) -> None:
+    async def _settle(self, generation: int, token: str | None, exc: BaseException | None) -> None:
         """Count a call's outcome and write what it changes, shielded from cancellation."""
         outcome = self._classify(exc)
         self._count(outcome)
@@ -408,15 +399,11 @@ class CircuitBreaker:
         def change(record: BreakerRecord, now: float) -> BreakerRecord | None:
             return machine.settle(record, config, now, generation, token, outcome)
 
-        with anyio.CancelScope(shield=True):
-            try:
-                await self._write(change)
-            except _StoragePolicyRefusal:
-                pass  # "allow" and "reject" drop what they cannot store
+        # "allow" and "reject" drop what they cannot store.
+        with anyio.CancelScope(shield=True), contextlib.suppress(_StoragePolicyRefusal):
+            await self._write(change)
 
-    async def _write(
-        self, change: Callable[[BreakerRecord, float], BreakerRecord | None]
-    ) -> None:
+    async def _write(self, change: Callable[[BreakerRecord, float], BreakerRecord | None]) -> None:
         """Apply ``change`` with compare-and-set, re-reading on conflict."""
         now = self._clock()
         record = self._record
@@ -437,15 +424,17 @@ class CircuitBreaker:
         """Cache ``record``; calls running without a ticket become stale if its generation moved."""
         if record.generation != self._record.generation and self._untagged:
             self._tagging = True
-        if self._read_at == -math.inf:
-            self._seen = machine.view(record, self._config, now)
         self._record = record
         self._read_at = now
 
     async def _read(self, now: float) -> BreakerRecord:
         """Read the stored record (or the fallback's) and cache it."""
-        self._adopt(await self._storage_op(now, "get") or INITIAL_RECORD, now)
-        return self._record
+        record = await self._storage_op(now, "get") or INITIAL_RECORD
+        if self._read_at == -math.inf:
+            # What the first read finds is where this object starts, not a change.
+            self._seen = machine.view(record, self._config, now)
+        self._adopt(record, now)
+        return record
 
     async def _compare_and_set(
         self, expected: BreakerRecord, new: BreakerRecord, now: float

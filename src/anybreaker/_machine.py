@@ -92,9 +92,7 @@ def view(record: BreakerRecord, config: CircuitBreakerConfig, now: float) -> Cir
     return record.state
 
 
-def time_until_retry(
-    record: BreakerRecord, config: CircuitBreakerConfig, now: float
-) -> float:
+def time_until_retry(record: BreakerRecord, config: CircuitBreakerConfig, now: float) -> float:
     """Seconds until an OPEN breaker admits a trial; 0 when it is not open."""
     if record.state is OPEN:
         return max(0.0, _open_remaining(record, now))
@@ -113,9 +111,7 @@ def _live_trials(
     )
 
 
-def admit(
-    record: BreakerRecord, config: CircuitBreakerConfig, now: float, token: str
-) -> Admission:
+def admit(record: BreakerRecord, config: CircuitBreakerConfig, now: float, token: str) -> Admission:
     """Decide whether a call may run now; ``token`` names its permit if it is a trial."""
     if record.state is CLOSED:
         return Admission(allowed=True, generation=record.generation)
@@ -137,12 +133,8 @@ def admit(
         half_open = record
     if len(trials) >= config.half_open_max_calls:
         first_expiry = min(granted_at for _, granted_at in trials) + config.trial_lease
-        return Admission(
-            False, record.generation, retry_after=max(first_expiry - now, 1e-3)
-        )
-    granted = replace(
-        half_open, version=record.version + 1, trials=(*trials, (token, now))
-    )
+        return Admission(False, record.generation, retry_after=max(first_expiry - now, 1e-3))
+    granted = replace(half_open, version=record.version + 1, trials=(*trials, (token, now)))
     return Admission(True, granted.generation, token=token, record=granted)
 
 

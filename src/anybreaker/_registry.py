@@ -89,4 +89,3 @@ class CircuitBreakerRegistry:
         self._listeners.append(listener)
         for breaker in self._breakers.values():
             breaker.add_listener(listener)
-

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 __all__ = ["CircuitState", "CircuitStats", "StateChange"]
 
 
-class CircuitState(str, enum.Enum):
+class CircuitState(enum.StrEnum):
     """The state of a circuit breaker."""
 
     CLOSED = "closed"
@@ -17,9 +17,6 @@ class CircuitState(str, enum.Enum):
     """Calls are rejected until ``timeout`` has passed (or until reset when forced)."""
     HALF_OPEN = "half_open"
     """A limited number of trial calls probe whether the dependency recovered."""
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .._state import CircuitState
 
-__all__ = ["BreakerRecord", "Storage", "Trial", "INITIAL_RECORD"]
+__all__ = ["INITIAL_RECORD", "BreakerRecord", "Storage", "Trial"]
 
 Trial = tuple[str, float]
 """A half-open trial permit: its token and the time it was granted."""
