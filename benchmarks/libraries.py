@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from importlib import metadata
 from types import ModuleType
-from typing import Any
 
 Loop = Callable[[int], Awaitable[None]]
 
@@ -432,17 +431,3 @@ def quiet_warnings() -> None:
     """Silence competitors' deprecation warnings (aiobreaker's ``utcnow``)."""
     warnings.simplefilter("ignore", DeprecationWarning)
 
-
-def named_breaker_factories() -> dict[str, Callable[[str], Any]]:
-    """For the memory table: make one idle named breaker of each library."""
-    factories: dict[str, Callable[[str], Any]] = {}
-    import aiobreaker
-    import circuitbreaker
-    import pybreaker
-
-    factories["aiobreaker"] = lambda name: aiobreaker.CircuitBreaker(name=name)
-    factories["circuitbreaker"] = lambda name: circuitbreaker.CircuitBreaker(name=name)
-    factories["pybreaker"] = lambda name: pybreaker.CircuitBreaker(name=name)
-    mamba = mamba_module()
-    factories["mamba-agents"] = lambda name: mamba.CircuitBreaker(name)
-    return factories
