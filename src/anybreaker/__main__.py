@@ -9,7 +9,7 @@ file in the current directory). Exit codes: 0 done, 1 the storage failed,
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import math
 import os
@@ -276,8 +276,8 @@ async def _change(
 
 def _run(arguments: argparse.Namespace, function: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     backend: str = arguments.backend
-    if backend == "trio" and importlib.util.find_spec("trio") is None:
-        raise CommandError("--backend trio needs trio: pip install trio")
+    if backend == "trio":
+        _require_trio("--backend trio needs trio")
     try:
         return anyio.run(function, *args, backend=backend)
     except StorageError as error:
@@ -314,6 +314,13 @@ def _check_sqlite_file(url: str) -> None:
         raise CommandError(f"no SQLite database at {path} (not creating one){hint}")
 
 
+def _require_trio(purpose: str) -> None:
+    try:
+        importlib.import_module("trio")
+    except ImportError:
+        raise CommandError(f"{purpose}: pip install trio") from None
+
+
 def _describe(error: BaseException) -> str:
     cause = error.__cause__
     if cause is not None and str(cause) and str(cause) not in str(error):
@@ -325,8 +332,7 @@ def _describe(error: BaseException) -> str:
 
 
 def _run_demo(arguments: argparse.Namespace) -> int:
-    if importlib.util.find_spec("trio") is None:
-        raise CommandError('the demo is a trio program: pip install trio "anybreaker[sqlite]"')
+    _require_trio("the demo is a trio program")
     try:
         from . import _demo
     except ImportError as error:
