@@ -68,9 +68,7 @@ class Block:
     def included(self) -> list[str]:
         """The paths the block includes with snippets."""
         return [
-            match["path"]
-            for line in self.source.splitlines()
-            if (match := SNIPPET.match(line))
+            match["path"] for line in self.source.splitlines() if (match := SNIPPET.match(line))
         ]
 
     def __str__(self) -> str:
@@ -137,9 +135,7 @@ def skip_unless_available(source: str) -> None:
     if "aiosqlite" in source:
         pytest.importorskip("aiosqlite", reason="needs anybreaker[aiosqlite]")
     if "storage_from_url" in source:
-        pytest.importorskip(
-            "anybreaker.storage._registry", reason="needs storage_from_url"
-        )
+        pytest.importorskip("anybreaker.storage._registry", reason="needs storage_from_url")
     if "postgresql" in source:
         driver = "asyncpg" if "asyncpg" in source else "psycopg"
         pytest.importorskip(driver, reason=f"needs {driver}")
@@ -160,7 +156,7 @@ def sample_cases() -> list[Any]:
 
 def block_cases() -> list[Any]:
     """One case per inline block and runtime (a block without ``await``: once)."""
-    cases = []
+    cases: list[Any] = []
     for block in inline_python_blocks():
         if compile_block(block).co_flags & inspect.CO_COROUTINE:
             runtimes: tuple[str | None, ...] = runtimes_of(block.source, block)
@@ -175,9 +171,8 @@ def block_cases() -> list[Any]:
 
 def compile_block(block: Block) -> CodeType:
     """Compile an inline block, allowing top-level ``await``."""
-    return compile(
-        block.source, str(block), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-    )
+    code: CodeType = compile(block.source, str(block), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    return code
 
 
 def load_sample(path: Path) -> Any:

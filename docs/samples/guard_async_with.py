@@ -9,7 +9,7 @@ breaker = CircuitBreaker("search-tool")
 
 async def search(query: str) -> list[str]:
     async with breaker:
-        await anyio.sleep(0)  # your call to the dependency goes here
+        await anyio.sleep(0.01)  # your call to the dependency goes here
         return [f"result for {query!r}"]
 
 

@@ -8,13 +8,13 @@ breaker = CircuitBreaker("weather-api", failure_threshold=3)
 
 
 async def fetch_forecast(city: str, *, days: int = 1) -> str:
-    await anyio.sleep(0)
+    await anyio.sleep(0.01)
     return f"{city}: sunny for {days} day(s)"
 
 
 @breaker
 async def fetch_alerts(city: str) -> list[str]:
-    await anyio.sleep(0)
+    await anyio.sleep(0.01)
     return []
 
 

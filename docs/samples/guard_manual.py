@@ -8,7 +8,7 @@ breaker = CircuitBreaker("mcp-server", failure_threshold=2)
 
 
 async def call_tool(name: str) -> str:
-    await anyio.sleep(0)
+    await anyio.sleep(0.01)
     raise TimeoutError(f"{name} timed out")
 
 

@@ -8,12 +8,12 @@ primary = CircuitBreaker("primary-model", failure_threshold=1, timeout=60.0)
 
 
 async def primary_model(prompt: str) -> str:
-    await anyio.sleep(0)
+    await anyio.sleep(0.01)
     raise ConnectionError("503 Service Unavailable")
 
 
 async def backup_model(prompt: str) -> str:
-    await anyio.sleep(0)
+    await anyio.sleep(0.01)
     return f"(backup) answer to {prompt!r}"
 
 

@@ -1,5 +1,7 @@
 """Walk a breaker through its states, moving a fake clock instead of waiting."""
 
+import contextlib
+
 import anyio
 
 from anybreaker import CircuitBreaker, CircuitBreakerOpenError
@@ -21,10 +23,8 @@ async def main() -> None:
     )
 
     for _ in range(3):  # three failures within window_size (60 s)...
-        try:
+        with contextlib.suppress(ConnectionError):
             await breaker.call(fail)
-        except ConnectionError:
-            pass
     print(breaker.state)  # ...open it
 
     try:

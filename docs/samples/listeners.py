@@ -12,7 +12,7 @@ def log_change(change: StateChange) -> None:
 
 async def alert(change: StateChange) -> None:
     if change.new_state is CircuitState.OPEN:
-        await anyio.sleep(0)  # page someone, post to a channel...
+        await anyio.sleep(0.01)  # page someone, post to a channel...
         print(f"ALERT: {change.name} is down")
 
 

@@ -9,7 +9,7 @@ breaker = CircuitBreaker("model-api", failure_threshold=3, timeout=30.0)
 
 async def model_api(prompt: str) -> str:
     """Stand-in for your model client; this one is down."""
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
     raise ConnectionError("model API unreachable")
 
 
