@@ -1,0 +1,393 @@
+"""``RedisStorage``: breaker records in Redis, shared by a fleet of processes.
+
+Built on coredis, which runs on anyio and so works under asyncio and trio.
+
+Key layout, for a prefix ``P`` (default ``anybreaker``)::
+
+    {P}:breaker:<name>   a string: the record as JSON (``BreakerRecord.to_dict()``)
+    {P}:names            a set: the names that have a record
+
+The braces are a Redis Cluster hash tag: every key of one prefix lives in one
+slot, so the scripts that touch a record and the name index together run on
+one node.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Awaitable
+from contextlib import AsyncExitStack
+from typing import Any, Final, Self, TypeVar
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+try:
+    import coredis
+    import coredis.exceptions
+    from coredis.commands.script import Script
+except ImportError as error:  # pragma: no cover - exercised without the extra
+    raise ImportError('RedisStorage needs coredis: pip install "anybreaker[redis]"') from error
+
+from .._errors import StorageError
+from ._base import StorageBase
+from ._protocol import BreakerRecord, check_new_version
+
+__all__ = ["RedisStorage"]
+
+T = TypeVar("T")
+
+# Failures of the server or the connection to it, as coredis and anyio raise them.
+_DRIVER_ERRORS: Final = (
+    coredis.exceptions.RedisError,
+    OSError,
+    TimeoutError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+)
+
+_STORED: Final = 1
+_CONFLICT: Final = 0
+_NOT_A_RECORD: Final = -1
+_NOT_AN_INDEX: Final = -2
+
+# KEYS: record key, index key. ARGV: expected version ("" for none), new
+# record as JSON, name, idle expiry in ms ("" for none).
+#
+# Everything is checked before anything is written: a script that fails
+# half-way does not roll back the writes it already made.
+_COMPARE_AND_SET: Final = """
+local key_type = redis.call('TYPE', KEYS[1]).ok
+local index_type = redis.call('TYPE', KEYS[2]).ok
+if index_type ~= 'set' and index_type ~= 'none' then
+  return -2
+end
+if key_type == 'none' then
+  if ARGV[1] ~= '' then
+    return 0
+  end
+elseif key_type ~= 'string' then
+  return -1
+else
+  local ok, stored = pcall(cjson.decode, redis.call('GET', KEYS[1]))
+  if not ok or type(stored) ~= 'table' or type(stored.version) ~= 'number'
+      or type(stored.state) ~= 'string' then
+    return -1
+  end
+  if ARGV[1] == '' or stored.version ~= tonumber(ARGV[1]) then
+    return 0
+  end
+end
+local index_ttl = redis.call('PTTL', KEYS[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+if ARGV[4] == '' then
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('PERSIST', KEYS[2])
+else
+  local expiry = tonumber(ARGV[4])
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', expiry)
+  -- The index outlives every record it lists, whoever wrote them.
+  if index_ttl == -2 or (index_ttl >= 0 and index_ttl < expiry) then
+    redis.call('PEXPIRE', KEYS[2], expiry)
+  end
+end
+return 1
+"""
+
+# KEYS: record key, index key. ARGV: name.
+_DELETE: Final = """
+local key_type = redis.call('TYPE', KEYS[1]).ok
+local index_type = redis.call('TYPE', KEYS[2]).ok
+if index_type ~= 'set' and index_type ~= 'none' then
+  return -2
+end
+if key_type ~= 'none' and key_type ~= 'string' then
+  return -1
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: index key, then one record key per name in ARGV. Drops from the index
+# the names whose record is gone (expired, or deleted by hand) and returns
+# the others.
+_PRUNE: Final = """
+local present = {}
+for i, name in ipairs(ARGV) do
+  if redis.call('EXISTS', KEYS[i + 1]) == 1 then
+    present[#present + 1] = name
+  else
+    redis.call('SREM', KEYS[1], name)
+  end
+end
+return present
+"""
+
+
+class RedisStorage(StorageBase):
+    """Keep breaker records in Redis (standalone or Cluster), through coredis.
+
+    ``RedisStorage(url_or_client, *, prefix="anybreaker", staleness=0.1,
+    idle_expiry=None)``:
+
+    - ``url_or_client``: a ``redis://``, ``rediss://`` or ``unix://`` URL, or
+      a coredis client (``coredis.Redis`` or ``coredis.RedisCluster``). A
+      client you give stays yours: the storage enters it while it is open
+      and never closes it for you.
+    - ``prefix``: every key the storage uses starts with ``{prefix}:``, so
+      several applications share one server without colliding.
+    - ``staleness``: seconds a breaker may act on a record it read before
+      reading it again.
+    - ``idle_expiry``: if given, seconds after its last write that a
+      breaker's record expires. Keep it well above the longest open period
+      and ``window_size``: an expired record reads as a closed breaker with
+      no history, and that includes a breaker forced open.
+
+    Use it as ``async with RedisStorage(...) as storage:``: coredis runs its
+    connections in background tasks, which need an enclosing task. Each
+    compare-and-set is one Lua script, atomic on the server.
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | coredis.Redis[Any] | coredis.RedisCluster[Any],
+        *,
+        prefix: str = "anybreaker",
+        staleness: float = 0.1,
+        idle_expiry: float | None = None,
+    ) -> None:
+        if isinstance(url_or_client, str):
+            client = coredis.Redis.from_url(url_or_client)
+            pool = client.connection_pool
+            pool.connection_class = _closing_streams(pool.connection_class)
+            self._client: coredis.Redis[Any] | coredis.RedisCluster[Any] = client
+            self._location = _redact(url_or_client)
+        elif isinstance(url_or_client, coredis.Redis | coredis.RedisCluster):
+            self._client = url_or_client
+            self._location = repr(url_or_client)
+        else:
+            raise TypeError(
+                "url_or_client must be a redis:// URL or a coredis client, "
+                f"got {type(url_or_client).__name__} {url_or_client!r}"
+            )
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f"prefix must be a non-empty str, got {prefix!r}")
+        if "{" in prefix or "}" in prefix:
+            # The prefix becomes the hash tag; a brace in it would cut the tag short.
+            raise ValueError(f"prefix must not contain '{{' or '}}', got {prefix!r}")
+        self.staleness = _seconds("staleness", staleness, allow_zero=True)
+        if idle_expiry is None:
+            self._expiry_ms = ""
+        else:
+            seconds = _seconds("idle_expiry", idle_expiry, allow_zero=False)
+            self._expiry_ms = str(max(1, math.ceil(seconds * 1000)))
+        self.idle_expiry = None if idle_expiry is None else float(idle_expiry)
+        self.prefix = prefix
+        self._index_key = f"{{{prefix}}}:names"
+        self._record_prefix = f"{{{prefix}}}:breaker:"
+        self._compare_and_set_script = Script[Any](script=_COMPARE_AND_SET)
+        self._delete_script = Script[Any](script=_DELETE)
+        self._prune_script = Script[Any](script=_PRUNE)
+        self._stack: AsyncExitStack | None = None
+        self._enter_error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<RedisStorage {self._location} prefix={self.prefix!r}>"
+
+    def key(self, name: str) -> str:
+        """Return the Redis key that holds the record of breaker ``name``."""
+        return self._record_prefix + name
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._check_open()
+        if self._stack is not None:
+            return self
+        stack = AsyncExitStack()
+        try:
+            # The pool, not the client: a pool counts its entries, so a client
+            # the user has entered stays open after the storage leaves it.
+            await stack.enter_async_context(self._client.connection_pool)
+        except RuntimeError as error:
+            raise StorageError(
+                f"{self!r}: cannot enter the client's connection pool ({error})"
+            ) from error
+        except _DRIVER_ERRORS as error:
+            # A cluster client maps its nodes on entry; an unreachable cluster
+            # must not make entering fail, so report it per operation instead.
+            self._enter_error = error
+        self._stack = stack
+        return self
+
+    async def _close(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    # -- the protocol ------------------------------------------------------
+
+    async def get(self, name: str) -> BreakerRecord | None:
+        """Return the record stored under ``name``, or ``None``."""
+        self._ready()
+        key = self.key(name)
+        try:
+            raw = await self._run(self._client.get(key))
+        except StorageError as error:
+            if isinstance(error.__cause__, coredis.exceptions.WrongTypeError):
+                raise self._not_a_record(key) from error.__cause__
+            raise
+        if raw is None:
+            return None
+        try:
+            return BreakerRecord.from_dict(json.loads(raw))
+        except (ValueError, TypeError, AttributeError) as error:
+            raise self._not_a_record(key) from error
+
+    async def compare_and_set(
+        self, name: str, expected_version: int | None, record: BreakerRecord
+    ) -> bool:
+        """Store ``record`` if the stored version is ``expected_version``."""
+        check_new_version(expected_version, record)
+        self._ready()
+        key = self.key(name)
+        result: object = await self._run(
+            self._compare_and_set_script(
+                keys=[key, self._index_key],
+                args=[
+                    "" if expected_version is None else str(expected_version),
+                    json.dumps(record.to_dict(), separators=(",", ":")),
+                    name,
+                    self._expiry_ms,
+                ],
+                client=self._client,
+            )
+        )
+        self._check_result(result, key)
+        return result == _STORED
+
+    async def delete(self, name: str) -> None:
+        """Remove the record stored under ``name``, if any."""
+        self._ready()
+        key = self.key(name)
+        result: object = await self._run(
+            self._delete_script(keys=[key, self._index_key], args=[name], client=self._client)
+        )
+        self._check_result(result, key)
+
+    async def names(self) -> list[str]:
+        """Return exactly the names that have a record."""
+        self._ready()
+        try:
+            members = await self._run(self._client.smembers(self._index_key))
+        except StorageError as error:
+            if isinstance(error.__cause__, coredis.exceptions.WrongTypeError):
+                raise self._not_an_index() from error.__cause__
+            raise
+        listed = sorted(_text(member) for member in members)
+        if not listed:
+            return []
+        present: list[str | bytes] = await self._run(
+            self._prune_script(
+                keys=[self._index_key, *map(self.key, listed)],
+                args=listed,
+                client=self._client,
+            )
+        )
+        return [_text(name) for name in present]
+
+    # -- helpers -----------------------------------------------------------
+
+    def _ready(self) -> None:
+        """Refuse an operation the client cannot run now."""
+        self._check_open()
+        if self._stack is None:
+            raise StorageError(
+                f"{self!r} is not open: use it as `async with RedisStorage(...) "
+                "as storage:` (coredis runs its connections in background tasks "
+                "that need an enclosing task)"
+            )
+        if self._enter_error is not None:
+            raise StorageError(
+                f"{self!r}: the client could not connect when the storage was "
+                f"entered ({_describe(self._enter_error)}); enter a new storage"
+            ) from self._enter_error
+
+    async def _run(self, request: Awaitable[T]) -> T:
+        """Await a coredis request, turning driver failures into ``StorageError``."""
+        try:
+            return await request
+        except _DRIVER_ERRORS as error:
+            raise StorageError(f"{self!r}: {_describe(error)}") from error
+
+    def _check_result(self, result: object, key: str) -> None:
+        if result == _NOT_A_RECORD:
+            raise self._not_a_record(key)
+        if result == _NOT_AN_INDEX:
+            raise self._not_an_index()
+        if result not in (_STORED, _CONFLICT):
+            raise StorageError(f"{self!r}: unexpected reply {result!r} from Redis")
+
+    def _not_a_record(self, key: str) -> StorageError:
+        return StorageError(
+            f"{self!r}: key {key!r} holds data that is not a breaker record; "
+            "refusing to touch it (choose another prefix, or remove the key)"
+        )
+
+    def _not_an_index(self) -> StorageError:
+        return StorageError(
+            f"{self!r}: key {self._index_key!r} is not a set of breaker names; "
+            "refusing to touch it (choose another prefix, or remove the key)"
+        )
+
+
+def _closing_streams(connection_class: type[Any]) -> type[Any]:
+    """Return ``connection_class`` closing its memory streams when it ends.
+
+    A coredis connection that never reaches the server (connection refused)
+    leaves the memory streams it made in ``__init__`` unclosed, and each
+    warns (``ResourceWarning``) when collected: noise in every outage, and a
+    failure in test suites that turn warnings into errors.
+    """
+
+    class ClosingConnection(connection_class):  # type: ignore[misc]
+        async def run(self, **kwargs: Any) -> None:
+            try:
+                await super().run(**kwargs)
+            finally:
+                for value in list(vars(self).values()):
+                    if isinstance(value, MemoryObjectSendStream | MemoryObjectReceiveStream):
+                        value.close()
+
+    ClosingConnection.__name__ = ClosingConnection.__qualname__ = connection_class.__name__
+    return ClosingConnection
+
+
+def _seconds(name: str, value: object, *, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
+    return float(value)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _redact(url: str) -> str:
+    """Return ``url`` without its password, for messages and ``repr``."""
+    scheme, separator, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not separator or not at:
+        return url
+    user = credentials.partition(":")[0]
+    return f"{scheme}://{user + ':***' if user else '***'}@{location}"

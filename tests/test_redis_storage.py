@@ -1,0 +1,381 @@
+"""``RedisStorage`` itself: compare-and-set, key layout, expiry, refusals, lifecycle."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from anybreaker import BreakerRecord, CircuitBreaker, CircuitState, StorageError
+from anybreaker.testing import FakeClock
+
+from ._storages import REDIS_HOST, REDIS_PORT, redis_url, require_server, unique_name
+
+coredis = pytest.importorskip("coredis", reason="needs anybreaker[redis]")
+redis_storage = pytest.importorskip("anybreaker.storage.redis")
+RedisStorage = redis_storage.RedisStorage
+
+pytestmark = [pytest.mark.anyio, pytest.mark.server]
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix no other test uses."""
+    return unique_name("anybreaker-test")
+
+
+@pytest.fixture
+async def client(prefix: str) -> AsyncIterator[Any]:
+    """A raw coredis client, to look at and tamper with what the storage wrote."""
+    require_server("Redis", REDIS_HOST, REDIS_PORT)
+    raw = coredis.Redis.from_url(redis_url(), decode_responses=True)
+    async with raw:
+        try:
+            yield raw
+        finally:
+            keys = [key async for key in raw.scan_iter(match=f"{{{prefix}}}:*")]
+            if keys:
+                await raw.delete(keys)
+
+
+@pytest.fixture
+async def store(client: Any, prefix: str) -> AsyncIterator[Any]:
+    """An open ``RedisStorage`` on the test server under a fresh prefix."""
+    async with RedisStorage(redis_url(), prefix=prefix, staleness=0) as made:
+        yield made
+
+
+def record(version: int, state: CircuitState = CircuitState.CLOSED) -> BreakerRecord:
+    return BreakerRecord(state=state, version=version, changed_at=1000.0)
+
+
+# -- compare-and-set ---------------------------------------------------------
+
+
+async def test_compare_and_set_creates_only_when_nothing_is_stored(store: Any) -> None:
+    """Expected version None stores a new record once; a second create is refused."""
+    assert await store.compare_and_set("api", None, record(1))
+    assert not await store.compare_and_set("api", None, record(1, CircuitState.OPEN))
+    assert await store.get("api") == record(1)
+
+
+async def test_compare_and_set_checks_the_stored_version(store: Any) -> None:
+    """A write against a version that is not the stored one changes nothing."""
+    await store.compare_and_set("api", None, record(1))
+    assert await store.compare_and_set("api", 1, record(2, CircuitState.OPEN))
+    assert not await store.compare_and_set("api", 1, record(2))
+    assert not await store.compare_and_set("api", 5, record(6))
+    assert await store.get("api") == record(2, CircuitState.OPEN)
+
+
+async def test_compare_and_set_against_a_missing_record_fails(store: Any) -> None:
+    """Expecting a version where nothing is stored is a conflict, not a create."""
+    assert not await store.compare_and_set("api", 3, record(4))
+    assert await store.get("api") is None
+    assert await store.names() == []
+
+
+async def test_compare_and_set_refuses_a_record_without_the_next_version(
+    store: Any,
+) -> None:
+    """The record must carry expected_version + 1."""
+    with pytest.raises(ValueError, match=r"record\.version must be 1"):
+        await store.compare_and_set("api", None, record(3))
+
+
+async def test_concurrent_writers_on_one_version_have_one_winner(store: Any, prefix: str) -> None:
+    """Of many clients writing against the same version, exactly one succeeds."""
+    await store.compare_and_set("api", None, record(1))
+    results: list[bool] = []
+
+    async def write(n: int) -> None:
+        async with RedisStorage(redis_url(), prefix=prefix) as other:
+            new = BreakerRecord(version=2, changed_at=float(n))
+            results.append(await other.compare_and_set("api", 1, new))
+
+    async with anyio.create_task_group() as group:
+        for n in range(8):
+            group.start_soon(write, n)
+    assert sorted(results) == [False] * 7 + [True]
+    stored = await store.get("api")
+    assert stored is not None
+    assert stored.version == 2
+
+
+async def test_record_round_trips_every_field(store: Any) -> None:
+    """What is stored reads back equal, trial permits and failure times included."""
+    full = BreakerRecord(
+        state=CircuitState.HALF_OPEN,
+        version=1,
+        generation=7,
+        changed_at=1234.5,
+        open_duration=30.0,
+        openings=3,
+        forced=False,
+        failures=(1.0, 2.5),
+        successes=1,
+        trials=(("token-a", 1200.25),),
+    )
+    await store.compare_and_set("api", None, full)
+    assert await store.get("api") == full
+
+
+async def test_names_lists_exactly_the_stored_names(store: Any) -> None:
+    """names() follows writes and deletes, names with colons and braces included."""
+    for name in ("a", "b:c", "{d}", "ë"):
+        await store.compare_and_set(name, None, record(1))
+    await store.delete("a")
+    await store.delete("never-stored")
+    assert sorted(await store.names()) == sorted(["b:c", "{d}", "ë"])
+    assert await store.get("a") is None
+
+
+async def test_a_record_removed_behind_the_storage_leaves_names(store: Any, client: Any) -> None:
+    """A record deleted by hand (or evicted) is no longer listed by names()."""
+    await store.compare_and_set("a", None, record(1))
+    await store.compare_and_set("b", None, record(1))
+    await client.delete([store.key("a")])
+    assert await store.names() == ["b"]
+
+
+# -- key layout --------------------------------------------------------------
+
+
+async def test_keys_sit_under_the_prefix_in_one_cluster_slot(
+    store: Any, client: Any, prefix: str
+) -> None:
+    """Every key is `{prefix}:...`, so on Redis Cluster all of them share one slot."""
+    from coredis._utils import hash_slot
+
+    await store.compare_and_set("model-api", None, record(1))
+    await store.compare_and_set("{tool}", None, record(1))
+    keys = sorted([key async for key in client.scan_iter(match=f"*{prefix}*")])
+    assert keys == [
+        f"{{{prefix}}}:breaker:model-api",
+        f"{{{prefix}}}:breaker:{{tool}}",
+        f"{{{prefix}}}:names",
+    ]
+    assert len({hash_slot(key.encode()) for key in keys}) == 1
+    assert json.loads(await client.get(store.key("model-api"))) == record(1).to_dict()
+
+
+async def test_prefixes_keep_storages_apart(store: Any, client: Any) -> None:
+    """Two prefixes on one server never see each other's breakers."""
+    other_prefix = unique_name("anybreaker-test")
+    try:
+        async with RedisStorage(redis_url(), prefix=other_prefix) as other:
+            await store.compare_and_set("api", None, record(1))
+            assert await other.get("api") is None
+            assert await other.names() == []
+            assert await other.compare_and_set("api", None, record(1, CircuitState.OPEN))
+            assert await store.get("api") == record(1)
+            await other.delete("api")
+            assert await store.names() == ["api"]
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{{{other_prefix}}}:*")]
+        if keys:
+            await client.delete(keys)
+
+
+@pytest.mark.parametrize("prefix_value", ["", "a{b", "a}b"])
+def test_a_prefix_that_breaks_the_hash_tag_is_refused(prefix_value: str) -> None:
+    """An empty prefix, or one with a brace, is a ValueError at construction."""
+    with pytest.raises(ValueError, match="prefix"):
+        RedisStorage(redis_url(), prefix=prefix_value)
+
+
+# -- idle expiry -------------------------------------------------------------
+
+
+async def test_without_idle_expiry_nothing_expires(store: Any, client: Any) -> None:
+    """By default a record and the name index are kept until deleted."""
+    await store.compare_and_set("api", None, record(1))
+    assert await client.pttl(store.key("api")) == -1
+    assert await client.pttl(f"{{{store.prefix}}}:names") == -1
+
+
+async def test_idle_expiry_is_refreshed_by_every_write(client: Any, prefix: str) -> None:
+    """Each write sets the record's expiry back to idle_expiry from now."""
+    async with RedisStorage(redis_url(), prefix=prefix, idle_expiry=60) as store:
+        key = store.key("api")
+        await store.compare_and_set("api", None, record(1))
+        assert 55_000 < await client.pttl(key) <= 60_000
+        await client.pexpire(key, 5_000)
+        await store.compare_and_set("api", 1, record(2))
+        assert 55_000 < await client.pttl(key) <= 60_000
+        assert await client.pttl(f"{{{prefix}}}:names") >= await client.pttl(key)
+
+
+async def test_an_expired_record_is_gone_from_get_and_names(client: Any, prefix: str) -> None:
+    """An idle record expires on the server and names() stops listing it."""
+    async with RedisStorage(redis_url(), prefix=prefix, idle_expiry=0.03) as store:
+        await store.compare_and_set("idle", None, record(1))
+        async with RedisStorage(redis_url(), prefix=prefix) as keeper:
+            await keeper.compare_and_set("kept", None, record(1))
+            # Server time cannot be faked; Redis expires a key on access
+            # once its deadline has passed, so one short sleep is enough.
+            await anyio.sleep(0.1)
+            assert await store.get("idle") is None
+            assert await store.names() == ["kept"]
+            assert await client.pttl(f"{{{prefix}}}:names") == -1
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("idle_expiry", 0),
+        ("idle_expiry", -1.0),
+        ("idle_expiry", float("inf")),
+        ("staleness", -0.1),
+        ("staleness", float("nan")),
+    ],
+)
+def test_invalid_durations_are_refused(setting: str, value: float) -> None:
+    """idle_expiry must be > 0 and staleness >= 0, both finite."""
+    with pytest.raises(ValueError, match=setting):
+        RedisStorage(redis_url(), **{setting: value})
+
+
+# -- data that is not ours ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    ["plain text", '{"state": "closed"}', '{"version": 1}', "[1, 2]", '"just a string"'],
+)
+async def test_a_record_key_with_foreign_data_is_refused_not_overwritten(
+    store: Any, client: Any, foreign: str
+) -> None:
+    """A value under the prefix that is not a breaker record raises StorageError."""
+    key = store.key("api")
+    await client.set(key, foreign)
+    with pytest.raises(StorageError, match="not a breaker record"):
+        await store.get("api")
+    for expected in (None, 1):
+        with pytest.raises(StorageError, match="not a breaker record"):
+            await store.compare_and_set("api", expected, record((expected or 0) + 1))
+    assert await client.get(key) == foreign
+
+
+async def test_a_record_key_of_another_type_is_refused(store: Any, client: Any) -> None:
+    """A hash under a record key is refused by get, compare-and-set and delete."""
+    key = store.key("api")
+    await client.hset(key, {"state": "closed"})
+    with pytest.raises(StorageError, match="not a breaker record"):
+        await store.get("api")
+    with pytest.raises(StorageError, match="not a breaker record"):
+        await store.compare_and_set("api", None, record(1))
+    with pytest.raises(StorageError, match="not a breaker record"):
+        await store.delete("api")
+    assert await client.hgetall(key) == {"state": "closed"}
+
+
+async def test_a_foreign_name_index_is_refused_and_nothing_is_written(
+    store: Any, client: Any
+) -> None:
+    """If the index key holds other data, no record is written beside it."""
+    index = f"{{{store.prefix}}}:names"
+    await client.set(index, "someone else's")
+    with pytest.raises(StorageError, match="not a set of breaker names"):
+        await store.compare_and_set("api", None, record(1))
+    with pytest.raises(StorageError, match="not a set of breaker names"):
+        await store.names()
+    assert await client.exists([store.key("api")]) == 0
+    assert await client.get(index) == "someone else's"
+
+
+# -- clients, URLs and lifecycle ---------------------------------------------
+
+
+async def test_a_given_client_is_used_and_left_open(client: Any, prefix: str) -> None:
+    """A client the user entered still works after the storage closes."""
+    async with RedisStorage(client, prefix=prefix) as store:
+        await store.compare_and_set("api", None, record(1))
+        assert await store.names() == ["api"]
+    assert await client.get(f"{{{prefix}}}:breaker:api") is not None
+    assert await client.ping() == "PONG"
+
+
+async def test_a_given_client_not_yet_entered_is_entered_by_the_storage(
+    client: Any, prefix: str
+) -> None:
+    """A bytes-mode client the user never entered works inside the storage."""
+    require_server("Redis", REDIS_HOST, REDIS_PORT)
+    raw = coredis.Redis.from_url(redis_url())
+    async with RedisStorage(raw, prefix=prefix) as store:
+        await store.compare_and_set("api", None, record(1))
+        assert await store.get("api") == record(1)
+        assert await store.names() == ["api"]
+
+
+def test_neither_url_nor_client_is_a_type_error() -> None:
+    """Anything but a URL string or a coredis client is refused at construction."""
+    with pytest.raises(TypeError, match="url_or_client"):
+        RedisStorage(6379)
+
+
+def test_repr_hides_the_password() -> None:
+    """The URL's password never shows in repr (and so in logs)."""
+    store = RedisStorage("redis://user:s3cret@localhost:6379/0", prefix="p")
+    assert "s3cret" not in repr(store)
+    assert "localhost:6379" in repr(store)
+
+
+async def test_use_without_async_with_says_how_to_open_it() -> None:
+    """Operations on a storage never entered raise a StorageError naming `async with`."""
+    store = RedisStorage(redis_url())
+    with pytest.raises(StorageError, match="async with"):
+        await store.get("api")
+    await store.aclose()
+
+
+async def test_closed_storage_refuses_use_and_closes_once(prefix: str) -> None:
+    """After aclose (idempotent), every operation raises StorageError."""
+    store = RedisStorage(redis_url(), prefix=prefix)
+    async with store:
+        pass
+    await store.aclose()
+    with pytest.raises(StorageError, match="closed"):
+        await store.names()
+    with pytest.raises(StorageError, match="closed"):
+        async with store:
+            pass
+
+
+async def test_unreachable_server_fails_per_operation_not_on_entry() -> None:
+    """Entering works with no server; each operation raises StorageError from the driver."""
+    with anyio.fail_after(10):
+        async with RedisStorage("redis://127.0.0.1:1/0") as store:
+            with pytest.raises(StorageError) as caught:
+                await store.get("api")
+            assert isinstance(caught.value.__cause__, coredis.exceptions.RedisError)
+            with pytest.raises(StorageError):
+                await store.compare_and_set("api", None, record(1))
+
+
+async def test_a_breaker_opens_for_every_process_through_redis(client: Any, prefix: str) -> None:
+    """Two breakers on two storages of one prefix share one state."""
+    clock = FakeClock()
+    async with (
+        RedisStorage(redis_url(), prefix=prefix, staleness=0) as first,
+        RedisStorage(redis_url(), prefix=prefix, staleness=0) as second,
+    ):
+        one = CircuitBreaker("api", storage=first, clock=clock, failure_threshold=1)
+        two = CircuitBreaker("api", storage=second, clock=clock, failure_threshold=1)
+        with pytest.raises(ZeroDivisionError):
+            async with one:
+                1 / 0  # noqa: B018
+        assert await two.get_state() is CircuitState.OPEN
+
+
+def test_missing_coredis_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without coredis, importing the module says which extra to install."""
+    monkeypatch.setitem(sys.modules, "coredis", None)
+    monkeypatch.delitem(sys.modules, "anybreaker.storage.redis")
+    with pytest.raises(ImportError, match=r'pip install "anybreaker\[redis\]"'):
+        importlib.import_module("anybreaker.storage.redis")
