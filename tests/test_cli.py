@@ -230,7 +230,7 @@ def test_reset_clears_failures(database: Path, capsys: pytest.CaptureFixture[str
 def test_force_open_opens_until_reset(database: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``force-open NAME`` opens the breaker with no time limit; calls are rejected."""
     assert main(["force-open", "mcp-server", "--url", _url(database)]) == 0
-    assert capsys.readouterr().out.startswith("mcp-server: closed -> open until")
+    assert capsys.readouterr().out.startswith("mcp-server: closed -> forced open until")
     assert _state(database, "mcp-server") == (CircuitState.OPEN, math.inf)
 
     sql = _sql()

@@ -250,7 +250,7 @@ def _run_reset(arguments: argparse.Namespace) -> int:
 
 def _run_force_open(arguments: argparse.Namespace) -> int:
     old = _run(arguments, _change, arguments.url, arguments.name, CircuitBreaker.force_open)
-    print(f"{arguments.name}: {old.value} -> open until `anybreaker reset {arguments.name}`")
+    print(f"{arguments.name}: {old.value} -> forced open until `anybreaker reset {arguments.name}`")
     return 0
 
 
@@ -333,6 +333,9 @@ def _describe(error: BaseException) -> str:
 
 def _run_demo(arguments: argparse.Namespace) -> int:
     _require_trio("the demo is a trio program")
+    directory = arguments.db.parent
+    if not directory.is_dir():
+        raise CommandError(f"no directory {directory} for the demo's database")
     try:
         from . import _demo
     except ImportError as error:

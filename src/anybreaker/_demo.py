@@ -22,6 +22,8 @@ from anybreaker import (
 )
 
 CALLS = 21
+CALLS_WHEN_STARTING_OPEN = 5
+"""A run that starts open makes only a few calls: they all fail fast."""
 CALL_INTERVAL = 0.15
 """Seconds between the starts of two calls."""
 
@@ -58,7 +60,7 @@ def show_change(change: StateChange) -> None:
 
 
 async def demo(path: str | os.PathLike[str]) -> CircuitState:
-    """Call the flaky API ``CALLS`` times through a breaker kept in ``path``; return its state."""
+    """Call the flaky API through a breaker kept in ``path``; return the breaker's state."""
     async with SQLiteStorage(path) as storage:
         breaker = CircuitBreaker(
             "model-api",
@@ -81,11 +83,13 @@ async def demo(path: str | os.PathLike[str]) -> CircuitState:
                 f"It starts OPEN, left so by an earlier run: "
                 f"{breaker.get_time_until_retry():.1f} s until it retries the API."
             )
+            calls = CALLS_WHEN_STARTING_OPEN
         else:
             print(f"It starts {state.value}.")
+            calls = CALLS
 
         api = FlakyModelAPI()
-        for number in range(1, CALLS + 1):
+        for number in range(1, calls + 1):
             await trio.sleep_until(api.started + (number - 1) * CALL_INTERVAL)
             prompt = f"question {number}"
             at = f"{api.elapsed():5.2f}s  call {number:2}"
