@@ -1,0 +1,644 @@
+"""The storage benchmarks: SQLite, PostgreSQL and Redis against memory and raw drivers.
+
+Three measurements per storage kind:
+
+- a closed-state call at default settings (default staleness), against the
+  same call on the in-memory breaker;
+- a recorded failure (one compare-and-set write), against one raw
+  compare-and-set sent through the same driver the same way (a worker
+  thread for the sync drivers);
+- several processes recording failures on one breaker at once: outcomes
+  per second, and whether every one of them reached the database (the
+  record's version counts the writes).
+
+A kind whose storage module or driver is not importable, or whose server is
+not running, is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from libraries import Boom, fail, noop
+from timing import RUNTIMES, median, paired_ratio, per_call
+
+BREAKER = "bench"
+POSTGRES_HOST = os.environ.get("ANYBREAKER_POSTGRES_HOST", "127.0.0.1")
+POSTGRES_PORT = int(os.environ.get("ANYBREAKER_POSTGRES_PORT", "5432"))
+POSTGRES_DATABASE = os.environ.get("ANYBREAKER_POSTGRES_DATABASE", "test")
+POSTGRES_USER = os.environ.get("ANYBREAKER_POSTGRES_USER", "postgres")
+REDIS_HOST = os.environ.get("ANYBREAKER_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("ANYBREAKER_REDIS_PORT", "6379"))
+
+# Failures are recorded one after the other and must never open the breaker,
+# and the record must stay the size of an ordinary one: a huge threshold and
+# a window so short that only the last few failures are kept.
+FAILURE_SETTINGS: dict[str, Any] = {"failure_threshold": 10**9, "window_size": 0.002}
+
+# What a raw compare-and-set writes: a record of ordinary size.
+PAYLOAD = json.dumps(
+    {
+        "format": 1,
+        "state": "closed",
+        "version": 1,
+        "generation": 0,
+        "changed_at": 0.0,
+        "open_duration": 0.0,
+        "openings": 0,
+        "forced": False,
+        "failures": [1764316800.123456, 1764316800.223456],
+        "successes": 0,
+        "trials": [],
+    },
+    separators=(",", ":"),
+)
+
+
+def postgres_url(driver: str) -> str:
+    """The URL of the benchmark's PostgreSQL database through ``driver``."""
+    return (
+        f"postgresql+{driver}://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}"
+        f"/{POSTGRES_DATABASE}"
+    )
+
+
+def redis_url() -> str:
+    """The URL of the benchmark's Redis server."""
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
+def _server_down(name: str, host: str, port: int) -> str | None:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError as error:
+        return f"{name} is not running on {host}:{port} ({error})"
+    return None
+
+
+def _missing(*modules: str) -> str | None:
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            return f"{module} is not importable ({error})"
+    return None
+
+
+# -- the storage kinds -------------------------------------------------------------
+
+
+@dataclass
+class Kind:
+    """One storage kind: how to open it and how to send a raw compare-and-set."""
+
+    key: str
+    label: str
+    runtimes: tuple[str, ...]
+    modules: tuple[str, ...]
+    server: tuple[str, str, int] | None
+    processes: int
+    raw_label: str
+
+    def unavailable(self) -> str | None:
+        """Why this kind cannot be measured here, or ``None``."""
+        reason = _missing(*self.modules)
+        if reason is None and self.server is not None:
+            reason = _server_down(*self.server)
+        return reason
+
+
+KINDS: list[Kind] = [
+    Kind(
+        "sqlite",
+        "SQLite",
+        RUNTIMES,
+        ("anybreaker.storage.sql",),
+        None,
+        4,
+        "sqlite3 BEGIN IMMEDIATE CAS in a worker thread",
+    ),
+    Kind(
+        "sqlite+aiosqlite",
+        "SQLite via aiosqlite",
+        ("asyncio",),
+        ("anybreaker.storage.sql", "aiosqlite", "sqlalchemy.ext.asyncio"),
+        None,
+        4,
+        "aiosqlite BEGIN IMMEDIATE CAS",
+    ),
+    Kind(
+        "postgresql+psycopg",
+        "PostgreSQL via psycopg",
+        RUNTIMES,
+        ("anybreaker.storage.sql", "psycopg"),
+        ("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT),
+        8,
+        "psycopg UPDATE ... WHERE version CAS in a worker thread",
+    ),
+    Kind(
+        "postgresql+asyncpg",
+        "PostgreSQL via asyncpg",
+        ("asyncio",),
+        ("anybreaker.storage.sql", "asyncpg", "sqlalchemy.ext.asyncio"),
+        ("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT),
+        8,
+        "asyncpg UPDATE ... WHERE version CAS",
+    ),
+    Kind(
+        "redis",
+        "Redis via coredis",
+        RUNTIMES,
+        ("anybreaker.storage.redis", "coredis"),
+        ("Redis", REDIS_HOST, REDIS_PORT),
+        8,
+        "coredis Lua CAS script",
+    ),
+]
+KINDS_BY_KEY = {kind.key: kind for kind in KINDS}
+
+
+@dataclass
+class Place:
+    """Where one run of one kind keeps its breakers: a file, a table or a prefix."""
+
+    kind: str
+    path: str = ""
+    table: str = ""
+    prefix: str = ""
+
+    @classmethod
+    def new(cls, kind: str, directory: str) -> Place:
+        """A fresh place that no other run uses."""
+        tag = uuid.uuid4().hex[:12]
+        return cls(
+            kind,
+            path=str(Path(directory) / f"breakers-{tag}.db"),
+            table=f"anybreaker_bench_{tag}",
+            prefix=f"anybreaker-bench-{tag}",
+        )
+
+
+@asynccontextmanager
+async def open_storage(place: Place) -> AsyncIterator[Any]:
+    """Open the storage of ``place`` at its default settings."""
+    async with AsyncExitStack() as stack:
+        if place.kind == "sqlite":
+            from anybreaker.storage.sql import SQLiteStorage
+
+            storage: Any = SQLiteStorage(place.path)
+        elif place.kind == "sqlite+aiosqlite":
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            from anybreaker.storage.sql import SQLAlchemyStorage
+
+            engine = create_async_engine(f"sqlite+aiosqlite:///{place.path}")
+            stack.push_async_callback(engine.dispose)
+            storage = SQLAlchemyStorage(engine)
+        elif place.kind == "postgresql+psycopg":
+            from anybreaker.storage.sql import SQLAlchemyStorage
+
+            storage = SQLAlchemyStorage(postgres_url("psycopg"), table=place.table)
+        elif place.kind == "postgresql+asyncpg":
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            from anybreaker.storage.sql import SQLAlchemyStorage
+
+            engine = create_async_engine(postgres_url("asyncpg"))
+            stack.push_async_callback(engine.dispose)
+            storage = SQLAlchemyStorage(engine, table=place.table)
+        elif place.kind == "redis":
+            from anybreaker.storage.redis import RedisStorage
+
+            storage = RedisStorage(redis_url(), prefix=place.prefix)
+        else:
+            raise ValueError(f"unknown storage kind {place.kind!r}")
+        yield await stack.enter_async_context(storage)
+
+
+async def drop(place: Place) -> None:
+    """Remove what a run left in the database or on the server."""
+    if place.kind.startswith("postgresql"):
+        from anybreaker.storage import sql
+
+        async with open_storage(Place("postgresql+psycopg", table=place.table)) as storage:
+            await sql.drop_table(storage)  # type: ignore[attr-defined]
+    elif place.kind == "redis":
+        async with open_storage(place) as storage:
+            for name in await storage.names():
+                await storage.delete(name)
+    else:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(place.path + suffix).unlink(missing_ok=True)
+
+
+# -- raw compare-and-set, the baseline of a recorded failure --------------------------------
+
+Cas = Callable[[int], Awaitable[bool]]
+
+
+@asynccontextmanager
+async def raw_cas(place: Place) -> AsyncIterator[Cas]:
+    """Yield ``cas(expected_version)``: one raw compare-and-set through the kind's driver.
+
+    The row starts at version 0; each successful call moves it one up.
+    """
+    if place.kind == "sqlite":
+        import sqlite3
+
+        path = place.path + ".raw"
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA busy_timeout=5000")
+            connection.execute(
+                "CREATE TABLE raw (name TEXT PRIMARY KEY, version INTEGER, data TEXT)"
+            )
+            connection.execute("INSERT INTO raw VALUES (?, 0, ?)", (BREAKER, PAYLOAD))
+
+            def write(expected: int) -> bool:
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    cursor = connection.execute(
+                        "UPDATE raw SET version = ?, data = ? WHERE name = ? AND version = ?",
+                        (expected + 1, PAYLOAD, BREAKER, expected),
+                    )
+                    stored = cursor.rowcount == 1
+                    connection.execute("COMMIT")
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                return stored
+
+            async def cas(expected: int) -> bool:
+                return await anyio.to_thread.run_sync(write, expected)
+
+            yield cas
+        finally:
+            connection.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(path + suffix).unlink(missing_ok=True)
+    elif place.kind == "sqlite+aiosqlite":
+        import aiosqlite
+
+        path = place.path + ".raw"
+        async with aiosqlite.connect(path, isolation_level=None) as db:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await db.execute(
+                "CREATE TABLE raw (name TEXT PRIMARY KEY, version INTEGER, data TEXT)"
+            )
+            await db.execute("INSERT INTO raw VALUES (?, 0, ?)", (BREAKER, PAYLOAD))
+
+            async def cas(expected: int) -> bool:
+                await db.execute("BEGIN IMMEDIATE")
+                cursor = await db.execute(
+                    "UPDATE raw SET version = ?, data = ? WHERE name = ? AND version = ?",
+                    (expected + 1, PAYLOAD, BREAKER, expected),
+                )
+                await db.execute("COMMIT")
+                return cursor.rowcount == 1
+
+            try:
+                yield cas
+            finally:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(path + suffix).unlink(missing_ok=True)
+    elif place.kind == "postgresql+psycopg":
+        import psycopg
+
+        table = place.table + "_raw"
+        connection = psycopg.connect(
+            host=POSTGRES_HOST,
+            port=POSTGRES_PORT,
+            user=POSTGRES_USER,
+            dbname=POSTGRES_DATABASE,
+            autocommit=True,
+        )
+        try:
+            connection.execute(
+                f"CREATE TABLE {table} (name TEXT PRIMARY KEY, version BIGINT, data TEXT)"
+            )
+            connection.execute(f"INSERT INTO {table} VALUES (%s, 0, %s)", (BREAKER, PAYLOAD))
+            update = (
+                f"UPDATE {table} SET version = %s, data = %s WHERE name = %s AND version = %s"
+            )
+
+            def write(expected: int) -> bool:
+                cursor = connection.execute(update, (expected + 1, PAYLOAD, BREAKER, expected))
+                return cursor.rowcount == 1
+
+            async def cas(expected: int) -> bool:
+                return await anyio.to_thread.run_sync(write, expected)
+
+            yield cas
+        finally:
+            connection.execute(f"DROP TABLE IF EXISTS {table}")
+            connection.close()
+    elif place.kind == "postgresql+asyncpg":
+        import asyncpg
+
+        table = place.table + "_raw"
+        connection = await asyncpg.connect(
+            host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER, database=POSTGRES_DATABASE
+        )
+        try:
+            await connection.execute(
+                f"CREATE TABLE {table} (name TEXT PRIMARY KEY, version BIGINT, data TEXT)"
+            )
+            await connection.execute(f"INSERT INTO {table} VALUES ($1, 0, $2)", BREAKER, PAYLOAD)
+            update = f"UPDATE {table} SET version = $1, data = $2 WHERE name = $3 AND version = $4"
+
+            async def cas(expected: int) -> bool:
+                status = await connection.execute(
+                    update, expected + 1, PAYLOAD, BREAKER, expected
+                )
+                return bool(status == "UPDATE 1")
+
+            yield cas
+        finally:
+            await connection.execute(f"DROP TABLE IF EXISTS {table}")
+            await connection.close()
+    elif place.kind == "redis":
+        import coredis
+        from coredis.commands.script import Script
+
+        key = f"{{{place.prefix}}}:raw"
+        script: Any = Script(
+            script="""
+            if redis.call('HGET', KEYS[1], 'version') == ARGV[1] then
+              redis.call('HSET', KEYS[1], 'version', ARGV[2], 'data', ARGV[3])
+              return 1
+            end
+            return 0
+            """
+        )
+        client: Any = coredis.Redis.from_url(redis_url())
+        async with client:
+            await client.hset(key, {"version": "0", "data": PAYLOAD})
+
+            async def cas(expected: int) -> bool:
+                result = await script(
+                    keys=[key], args=[str(expected), str(expected + 1), PAYLOAD], client=client
+                )
+                return bool(result == 1)
+
+            try:
+                yield cas
+            finally:
+                await client.delete([key])
+    else:
+        raise ValueError(f"unknown storage kind {place.kind!r}")
+
+
+# -- measurements ----------------------------------------------------------------
+
+
+@dataclass
+class StorageResults:
+    """Every storage measurement, per kind and runtime, one entry per round."""
+
+    costs: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
+    """(runtime, kind or "memory" or "raw:<kind>", "closed" | "failure") -> seconds."""
+    processes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """(kind, runtime) -> the multi-process run's figures."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """kind (or "kind/part") -> why it was not measured."""
+    kinds: list[str] = field(default_factory=list)
+
+    def cost(self, runtime: str, series: str, part: str) -> float:
+        """Median seconds per call over the rounds."""
+        return median(self.costs.get((runtime, series, part), []))
+
+    def ratio(self, runtime: str, series: str, base: str, part: str) -> float:
+        """Median over rounds of (series cost / base cost) for ``part``."""
+        mine = self.costs.get((runtime, series, part), [])
+        theirs = self.costs.get((runtime, base, part), [])
+        if not mine or len(mine) != len(theirs):
+            return float("nan")
+        return paired_ratio(mine, theirs)
+
+
+def _closed_loop(breaker: Any) -> Callable[[int], Awaitable[None]]:
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            async with breaker:
+                await noop()
+
+    return loop
+
+
+def _failure_loop(breaker: Any) -> Callable[[int], Awaitable[None]]:
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:
+                async with breaker:
+                    await fail()
+            except Boom:
+                pass
+
+    return loop
+
+
+async def _round(
+    kind: Kind, runtime: str, directory: str, n_closed: int, n_failures: int
+) -> dict[tuple[str, str, str], float]:
+    """One round for one kind under one runtime: closed calls, failures, raw CAS."""
+    from anybreaker import CircuitBreaker
+
+    costs: dict[tuple[str, str, str], float] = {}
+    memory_closed = CircuitBreaker(BREAKER)
+    memory_failing = CircuitBreaker(BREAKER, **FAILURE_SETTINGS)
+    place = Place.new(kind.key, directory)
+    try:
+        async with open_storage(place) as storage:
+            closed = CircuitBreaker(BREAKER, storage=storage)
+            failing = CircuitBreaker(BREAKER + "-failing", storage=storage, **FAILURE_SETTINGS)
+            costs[runtime, "memory", "closed"] = await per_call(
+                _closed_loop(memory_closed), n_closed
+            )
+            costs[runtime, kind.key, "closed"] = await per_call(_closed_loop(closed), n_closed)
+            costs[runtime, "memory", "failure"] = await per_call(
+                _failure_loop(memory_failing), n_failures
+            )
+            costs[runtime, kind.key, "failure"] = await per_call(
+                _failure_loop(failing), n_failures
+            )
+            stats = failing.get_stats()
+            if stats.failed_calls < n_failures:
+                raise RuntimeError(f"{kind.key}: failures were not recorded: {stats}")
+        async with raw_cas(place) as cas:
+            version = 0
+
+            async def raw_loop(n: int) -> None:
+                nonlocal version
+                for _ in range(n):
+                    if not await cas(version):
+                        raise RuntimeError("raw compare-and-set lost its row")
+                    version += 1
+
+            costs[runtime, "raw:" + kind.key, "failure"] = await per_call(raw_loop, n_failures)
+    finally:
+        await drop(place)
+    return costs
+
+
+def measure_storages(
+    rounds: int,
+    n_closed: int,
+    n_failures: int,
+    process_failures: dict[str, int],
+    kinds: list[str] | None = None,
+    runtimes: tuple[str, ...] = RUNTIMES,
+) -> StorageResults:
+    """Measure every available storage kind; print a skip line for the others."""
+    results = StorageResults()
+    chosen = [KINDS_BY_KEY[key] for key in kinds] if kinds else KINDS
+    with tempfile.TemporaryDirectory(prefix="anybreaker-bench-") as directory:
+        runnable: list[Kind] = []
+        for kind in chosen:
+            reason = kind.unavailable()
+            if reason is not None:
+                results.skipped[kind.key] = reason
+                print(f"  skip {kind.key}: {reason}", flush=True)
+            else:
+                runnable.append(kind)
+                results.kinds.append(kind.key)
+        for index in range(rounds):
+            for kind in runnable:
+                for runtime in kind.runtimes:
+                    if runtime not in runtimes:
+                        continue
+                    try:
+                        costs = anyio.run(
+                            _round, kind, runtime, directory, n_closed, n_failures,
+                            backend=runtime,
+                        )
+                    except Exception as error:  # report a broken storage, keep going
+                        key = f"{kind.key}/{runtime}"
+                        results.skipped[key] = f"{type(error).__name__}: {error}"
+                        print(f"  {key} failed in round {index + 1}: {error!r}", flush=True)
+                        continue
+                    for key, cost in costs.items():
+                        results.costs.setdefault(key, []).append(cost)
+        for kind in runnable:
+            count = process_failures.get(kind.key)
+            if not count:
+                continue
+            for runtime in kind.runtimes:
+                if runtime not in runtimes:
+                    continue
+                figures = run_processes(kind, runtime, directory, kind.processes, count)
+                results.processes[kind.key, runtime] = figures
+                print(
+                    f"  {kind.key} ({runtime}): {kind.processes} processes x {count} "
+                    f"failures: {figures.get('outcomes_per_second', 0):,.0f} outcomes/s, "
+                    f"lost {figures.get('lost', '?')}",
+                    flush=True,
+                )
+    return results
+
+
+# -- several processes on one breaker ---------------------------------------------
+
+
+async def _prepare(place: Place) -> int:
+    """Create the breaker's record and return its version."""
+    from anybreaker import CircuitBreaker
+
+    async with open_storage(place) as storage:
+        breaker = CircuitBreaker(BREAKER, storage=storage, **FAILURE_SETTINGS)
+        await breaker.reset()
+        record = await storage.get(BREAKER)
+        return int(record.version)
+
+
+async def _final_version(place: Place) -> int:
+    async with open_storage(place) as storage:
+        record = await storage.get(BREAKER)
+        return int(record.version) if record is not None else 0
+
+
+async def _cleanup(place: Place) -> None:
+    await drop(place)
+
+
+def run_processes(
+    kind: Kind, runtime: str, directory: str, processes: int, failures: int
+) -> dict[str, Any]:
+    """Start ``processes`` workers that each record ``failures`` failures on one breaker.
+
+    Every recorded failure is one compare-and-set, so the record's version
+    must grow by exactly the number of failures the workers saw: any
+    shortfall is a lost update (or a write that fell back to process-local
+    state).
+    """
+    place = Place.new(kind.key, directory)
+    backend = runtime
+    try:
+        start_version = anyio.run(_prepare, place, backend=backend)
+        start_at = time.time() + 2.0 + 0.3 * processes
+        worker = Path(__file__).with_name("workers.py")
+        spec = json.dumps(
+            {
+                "place": place.__dict__,
+                "runtime": runtime,
+                "failures": failures,
+                "start_at": start_at,
+                "settings": FAILURE_SETTINGS,
+                "breaker": BREAKER,
+            }
+        )
+        children = [
+            subprocess.Popen(
+                [sys.executable, str(worker), spec],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(processes)
+        ]
+        reports: list[dict[str, Any]] = []
+        errors: list[str] = []
+        for child in children:
+            out, err = child.communicate(timeout=600)
+            if child.returncode != 0:
+                errors.append(err.strip().splitlines()[-1] if err.strip() else "crashed")
+                continue
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+        end_version = anyio.run(_final_version, place, backend=backend)
+    finally:
+        anyio.run(_cleanup, place, backend=backend)
+    recorded = sum(report["recorded"] for report in reports)
+    late_start = max((report["started"] - start_at for report in reports), default=0.0)
+    finished = max((report["finished"] for report in reports), default=start_at)
+    elapsed = finished - start_at
+    return {
+        "processes": processes,
+        "failures_each": failures,
+        "recorded": recorded,
+        "versions": end_version - start_version,
+        "lost": recorded - (end_version - start_version),
+        "other_errors": sum(report["other_errors"] for report in reports) + len(errors),
+        "errors": errors + [e for report in reports for e in report["error_samples"]],
+        "elapsed": elapsed,
+        "late_start": late_start,
+        "outcomes_per_second": recorded / elapsed if elapsed > 0 else float("nan"),
+    }
