@@ -38,7 +38,7 @@ def opened(now: float = 100.0, config: CircuitBreakerConfig = CONFIG) -> Breaker
 
 def trial(record: BreakerRecord, now: float, token: str = "t1") -> machine.Admission:
     """Ask for a trial and check it was granted."""
-    admission = machine.admit(record, CONFIG, now, token)
+    admission = machine.admit(record, CONFIG, now, lambda: token)
     assert admission.allowed
     assert admission.record is not None
     return admission
@@ -46,7 +46,7 @@ def trial(record: BreakerRecord, now: float, token: str = "t1") -> machine.Admis
 
 def test_closed_admits_without_writing() -> None:
     """A closed breaker admits a call and has nothing to write."""
-    admission = machine.admit(INITIAL_RECORD, CONFIG, 0.0, "t")
+    admission = machine.admit(INITIAL_RECORD, CONFIG, 0.0, lambda: "t")
     assert admission.allowed
     assert admission.record is None
     assert admission.token is None
@@ -85,7 +85,7 @@ def test_failures_outside_window_do_not_count() -> None:
 def test_open_rejects_until_timeout() -> None:
     """An open breaker rejects with the seconds left until its timeout."""
     record = opened(now=100.0)
-    admission = machine.admit(record, CONFIG, 104.0, "t")
+    admission = machine.admit(record, CONFIG, 104.0, lambda: "t")
     assert not admission.allowed
     assert admission.retry_after == pytest.approx(6.0)
 
@@ -106,7 +106,7 @@ def test_half_open_limits_trials() -> None:
     """Half-open grants at most half_open_max_calls permits at once."""
     granted = trial(opened(), 110.0, "a").record
     assert granted is not None
-    refused = machine.admit(granted, CONFIG, 111.0, "b")
+    refused = machine.admit(granted, CONFIG, 111.0, lambda: "b")
     assert not refused.allowed
     assert refused.retry_after == pytest.approx(CONFIG.trial_lease - 1.0)
 
@@ -116,7 +116,7 @@ def test_expired_lease_frees_its_permit() -> None:
     granted = trial(opened(), 110.0, "a").record
     assert granted is not None
     later = 110.0 + CONFIG.trial_lease
-    admission = machine.admit(granted, CONFIG, later, "b")
+    admission = machine.admit(granted, CONFIG, later, lambda: "b")
     assert admission.allowed
     assert admission.record is not None
     assert [token for token, _ in admission.record.trials] == ["b"]
@@ -177,7 +177,7 @@ def test_backoff_multiplies_timeout_up_to_cap() -> None:
     now = 100.0
     for _ in range(4):
         now += record.open_duration
-        admission = machine.admit(record, config, now, "t")
+        admission = machine.admit(record, config, now, lambda: "t")
         assert admission.record is not None
         failed = machine.settle(
             admission.record, config, now, admission.generation, "t", Outcome.FAILURE
@@ -191,12 +191,12 @@ def test_backoff_multiplies_timeout_up_to_cap() -> None:
 def test_closing_resets_backoff() -> None:
     """After the breaker closes, the next opening uses the plain timeout again."""
     config = CONFIG.replace(backoff_multiplier=3.0, success_threshold=1)
-    granted = machine.admit(opened(config=config), config, 110.0, "t").record
+    granted = machine.admit(opened(config=config), config, 110.0, lambda: "t").record
     assert granted is not None
     reopened = machine.settle(granted, config, 110.0, granted.generation, "t", Outcome.FAILURE)
     assert reopened is not None
     assert reopened.open_duration == 30.0
-    granted = machine.admit(reopened, config, 140.0, "u").record
+    granted = machine.admit(reopened, config, 140.0, lambda: "u").record
     assert granted is not None
     closed = machine.settle(granted, config, 140.0, granted.generation, "u", Outcome.SUCCESS)
     assert closed is not None
@@ -230,7 +230,7 @@ def test_force_open_is_open_until_reset() -> None:
     assert record.generation == 1
     assert machine.view(record, CONFIG, 1e12) is OPEN
     assert machine.time_until_retry(record, CONFIG, 1e12) == math.inf
-    assert machine.admit(record, CONFIG, 1e12, "t").retry_after == math.inf
+    assert machine.admit(record, CONFIG, 1e12, lambda: "t").retry_after == math.inf
     reset = machine.reset(record, 5.0)
     assert reset.state is CLOSED
     assert reset.generation == 2
@@ -254,9 +254,9 @@ def test_future_open_time_counts_as_now() -> None:
 def test_future_lease_is_clamped_when_rewritten() -> None:
     """A lease granted in the future is taken as granted now when the record is rewritten."""
     config = CONFIG.replace(half_open_max_calls=2)
-    granted = machine.admit(opened(), config, 2000.0, "a").record
+    granted = machine.admit(opened(), config, 2000.0, lambda: "a").record
     assert granted is not None
-    second = machine.admit(granted, config, 150.0, "b").record
+    second = machine.admit(granted, config, 150.0, lambda: "b").record
     assert second is not None
     assert second.trials == (("a", 150.0), ("b", 150.0))
 
@@ -305,7 +305,8 @@ class World:
         before = self.record
         if action == "admit":
             self.serial += 1
-            admission = machine.admit(before, self.config, self.now, f"t{self.serial}")
+            serial = f"t{self.serial}"
+            admission = machine.admit(before, self.config, self.now, lambda: serial)
             if not admission.allowed:
                 check_rejection(before, self.config, self.now)
                 return
@@ -390,7 +391,7 @@ def test_open_breaker_never_admits_before_timeout(
 ) -> None:
     """No call is admitted while less than the open period has passed."""
     record = opened(now=opened_at, config=config)
-    admission = machine.admit(record, config, opened_at + later, "t")
+    admission = machine.admit(record, config, opened_at + later, lambda: "t")
     if later < record.open_duration:
         assert not admission.allowed
         assert admission.retry_after > 0

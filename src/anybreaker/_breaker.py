@@ -8,7 +8,7 @@ import inspect
 import itertools
 import logging
 import math
-import secrets
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -35,6 +35,7 @@ T = TypeVar("T")
 Listener = Callable[[StateChange], Awaitable[None] | None]
 
 _CLOSED: Final = CircuitState.CLOSED
+_OPEN: Final = CircuitState.OPEN
 _MAX_WRITE_ATTEMPTS: Final = 64
 
 # The calls entered with ``async with`` that carry a ticket, innermost first:
@@ -42,6 +43,11 @@ _MAX_WRITE_ATTEMPTS: Final = 64
 _Tag = tuple["CircuitBreaker", int, str | None, int, "_Tag | None"]
 _TAGS: ContextVar[_Tag | None] = ContextVar("anybreaker_tags", default=None)
 _tag_ids = itertools.count()
+
+
+def _new_token() -> str:
+    """Name a trial permit uniquely across processes (``random`` reseeds after fork)."""
+    return f"{random.getrandbits(64):016x}"
 
 
 class _StoragePolicyRefusal(Exception):
@@ -211,9 +217,13 @@ class CircuitBreaker:
         # stale, and until they are done every new entry carries a ticket
         # in ``_TAGS`` (``_tagging``), so that an entry without one is known
         # to be stale when it exits.
-        if not self._tagging and self._record.state is _CLOSED and self._fresh():
-            self._untagged += 1
-            return self
+        record = self._record
+        if record.state is _CLOSED:
+            if not self._tagging and self._fresh():
+                self._untagged += 1
+                return self
+        elif record.state is _OPEN and self._seen is _OPEN and self._fresh():
+            self._reject_if_open(record)
         generation, token = await self._admit()
         if token is None and not self._tagging:
             self._untagged += 1
@@ -253,11 +263,21 @@ class CircuitBreaker:
         else:
             await self._settle(ticket[0], ticket[1], exc)
 
+    def _reject_if_open(self, record: BreakerRecord) -> None:
+        """Reject at once, with no storage access, while a fresh record is open."""
+        remaining = machine.time_until_retry(record, self._config, self._clock())
+        if remaining > 0:
+            self._rejected += 1
+            raise CircuitBreakerOpenError(self._name, remaining)
+
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)`` under the breaker and return its result."""
-        if self._record.state is _CLOSED and self._fresh():
-            generation, token = self._record.generation, None
+        record = self._record
+        if record.state is _CLOSED and self._fresh():
+            generation, token = record.generation, None
         else:
+            if record.state is _OPEN and self._seen is _OPEN and self._fresh():
+                self._reject_if_open(record)
             generation, token = await self._admit()
         try:
             result = await fn(*args, **kwargs)
@@ -350,9 +370,8 @@ class CircuitBreaker:
                 ) from None
             return self._record.generation, None  # "allow"
         await self._observe(now)
-        token = secrets.token_hex(8)
         for _ in range(_MAX_WRITE_ATTEMPTS):
-            admission = machine.admit(record, self._config, now, token)
+            admission = machine.admit(record, self._config, now, _new_token)
             if not admission.allowed:
                 self._rejected += 1
                 raise CircuitBreakerOpenError(self._name, admission.retry_after)
@@ -502,9 +521,7 @@ class CircuitBreaker:
         # Keep protecting in this process, from the last record known.
         fallback = MemoryStorage()
         if self._record.version:
-            await fallback.compare_and_set(
-                self._name, self._record.version - 1 or None, self._record
-            )
+            fallback._records[self._name] = self._record
         extra.fallback = fallback
         extra.retry_at = now + self._config.storage_retry_interval
         return await getattr(fallback, method)(self._name, *args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 __all__ = ["CircuitBreakerOpenError", "StorageError"]
 
@@ -14,17 +15,29 @@ class CircuitBreakerOpenError(Exception):
     breaker will admit a trial call, or ``math.inf`` when it was forced open.
     """
 
-    def __init__(self, circuit_name: str, time_until_retry: float) -> None:
-        self.circuit_name = circuit_name
-        self.time_until_retry = time_until_retry
-        if math.isinf(time_until_retry):
+    # No __init__ of its own: the arguments live in ``args``, set by the
+    # exception's C constructor, which keeps a rejection cheap.
+    if TYPE_CHECKING:
+
+        def __init__(self, circuit_name: str, time_until_retry: float) -> None: ...
+
+    @property
+    def circuit_name(self) -> str:
+        """The name of the breaker that refused the call."""
+        return self.args[0]  # type: ignore[no-any-return]
+
+    @property
+    def time_until_retry(self) -> float:
+        """Seconds until a trial may be admitted (> 0); ``inf`` when forced open."""
+        return self.args[1]  # type: ignore[no-any-return]
+
+    def __str__(self) -> str:
+        # Formatted on demand: rejections are frequent, their messages rarely read.
+        if math.isinf(self.time_until_retry):
             detail = "forced open until reset"
         else:
-            detail = f"retry in {time_until_retry:.3g} s"
-        super().__init__(f"circuit {circuit_name!r} is open: {detail}")
-
-    def __reduce__(self) -> tuple[type[CircuitBreakerOpenError], tuple[str, float]]:
-        return (type(self), (self.circuit_name, self.time_until_retry))
+            detail = f"retry in {self.time_until_retry:.3g} s"
+        return f"circuit {self.circuit_name!r} is open: {detail}"
 
 
 class StorageError(Exception):

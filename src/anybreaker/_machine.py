@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from ._config import CircuitBreakerConfig
@@ -78,25 +79,26 @@ def _elapsed(since: float, now: float) -> float:
     return max(0.0, now - since)
 
 
-def _open_remaining(record: BreakerRecord, now: float) -> float:
-    """Seconds an OPEN record stays open; ``inf`` when forced."""
-    if record.forced:
-        return math.inf
-    return record.open_duration - _elapsed(record.changed_at, now)
-
-
 def view(record: BreakerRecord, config: CircuitBreakerConfig, now: float) -> CircuitState:
     """Return the state ``record`` is in at ``now``, the time-driven change included."""
-    if record.state is OPEN and _open_remaining(record, now) <= 0:
+    if record.state is OPEN and time_until_retry(record, config, now) <= 0:
         return HALF_OPEN
     return record.state
 
 
 def time_until_retry(record: BreakerRecord, config: CircuitBreakerConfig, now: float) -> float:
-    """Seconds until an OPEN breaker admits a trial; 0 when it is not open."""
-    if record.state is OPEN:
-        return max(0.0, _open_remaining(record, now))
-    return 0.0
+    """Seconds until an OPEN breaker admits a trial; 0 when it is not open.
+
+    ``admit`` rejects every call while this is above 0.
+    """
+    if record.state is not OPEN:
+        return 0.0
+    if record.forced:
+        return math.inf
+    # Written out rather than through _elapsed: this runs on every rejection.
+    since = record.changed_at
+    remaining = record.open_duration - (now - since if now > since else 0.0)
+    return remaining if remaining > 0.0 else 0.0
 
 
 def _live_trials(
@@ -111,12 +113,17 @@ def _live_trials(
     )
 
 
-def admit(record: BreakerRecord, config: CircuitBreakerConfig, now: float, token: str) -> Admission:
-    """Decide whether a call may run now; ``token`` names its permit if it is a trial."""
+def admit(
+    record: BreakerRecord,
+    config: CircuitBreakerConfig,
+    now: float,
+    new_token: Callable[[], str],
+) -> Admission:
+    """Decide whether a call may run now; a trial's permit is named by ``new_token()``."""
     if record.state is CLOSED:
         return Admission(allowed=True, generation=record.generation)
     if record.state is OPEN:
-        remaining = _open_remaining(record, now)
+        remaining = time_until_retry(record, config, now)
         if remaining > 0:
             return Admission(False, record.generation, retry_after=remaining)
         trials: tuple[Trial, ...] = ()
@@ -134,6 +141,7 @@ def admit(record: BreakerRecord, config: CircuitBreakerConfig, now: float, token
     if len(trials) >= config.half_open_max_calls:
         first_expiry = min(granted_at for _, granted_at in trials) + config.trial_lease
         return Admission(False, record.generation, retry_after=max(first_expiry - now, 1e-3))
+    token = new_token()
     granted = replace(half_open, version=record.version + 1, trials=(*trials, (token, now)))
     return Admission(True, granted.generation, token=token, record=granted)
 
