@@ -132,6 +132,8 @@ def skip_unless_available(source: str) -> None:
     """Skip when the optional storage (or server) the code uses is not available."""
     if re.search(r"SQLiteStorage|SQLAlchemyStorage|sqlite(\+\w+)?://|postgresql", source):
         pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[sqlite]")
+    if "create_async_engine" in source:
+        pytest.importorskip("greenlet", reason="needs sqlalchemy[asyncio]")
     if "aiosqlite" in source:
         pytest.importorskip("aiosqlite", reason="needs anybreaker[aiosqlite]")
     if "storage_from_url" in source:
