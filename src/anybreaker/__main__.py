@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import anyio
 
@@ -302,9 +303,10 @@ async def _open_storage(url: str) -> AsyncIterator[Storage]:
 
 def _check_sqlite_file(url: str) -> None:
     scheme, separator, rest = url.partition("://")
-    if not separator or not (scheme == "sqlite" or scheme.startswith("sqlite+")):
-        return
-    path = rest.removeprefix("/").partition("?")[0]
+    if scheme.lower() != "sqlite" or not separator or not rest.startswith("/"):
+        return  # not a SQLite file URL: storage_from_url judges it
+    # The path as storage_from_url reads it: after the third slash, unquoted.
+    path = unquote(rest.partition("?")[0].removeprefix("/"))
     if path in ("", ":memory:"):
         return
     if not Path(path).is_file():
@@ -322,10 +324,16 @@ def _require_trio(purpose: str) -> None:
 
 
 def _describe(error: BaseException) -> str:
+    """One line about ``error`` and its cause (drivers' messages span several)."""
+    message = _first_line(error)
     cause = error.__cause__
-    if cause is not None and str(cause) and str(cause) not in str(error):
-        return f"{error} ({cause})"
-    return str(error) or type(error).__name__
+    if cause is not None and _first_line(cause) not in message:
+        message = f"{message} ({_first_line(cause)})"
+    return message
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().partition("\n")[0] or type(error).__name__
 
 
 # -- demo ------------------------------------------------------------------
