@@ -57,15 +57,29 @@ class _StoragePolicyRefusal(Exception):
 class _Extra:
     """What only some breakers need, kept apart so an idle breaker stays small."""
 
-    __slots__ = ("fallback", "held", "listeners", "outage", "retry_at", "tags")
+    __slots__ = (
+        "failed",
+        "fallback",
+        "held",
+        "listeners",
+        "neutral",
+        "outage",
+        "retry_at",
+        "state_changes",
+        "tags",
+    )
 
     def __init__(self) -> None:
+        self.failed = self.neutral = self.state_changes = 0
         self.listeners: list[Listener] = []
         self.tags: set[int] = set()
         self.held: deque[tuple[int, str]] = deque()
         self.fallback: MemoryStorage | None = None
         self.outage = False
         self.retry_at = 0.0
+
+
+_NO_EXTRA: Final = _Extra()
 
 
 class CircuitBreaker:
@@ -84,16 +98,13 @@ class CircuitBreaker:
         "_clock",
         "_config",
         "_extra",
-        "_failed",
         "_local",
         "_name",
-        "_neutral",
         "_read_at",
         "_record",
         "_rejected",
         "_seen",
         "_staleness",
-        "_state_changes",
         "_storage",
         "_succeeded",
         "_tagging",
@@ -147,8 +158,7 @@ class CircuitBreaker:
         self._seen = CircuitState.CLOSED
         self._untagged = 0
         self._tagging = False
-        self._succeeded = self._failed = self._neutral = self._rejected = 0
-        self._state_changes = 0
+        self._succeeded = self._rejected = 0
         self._extra: _Extra | None = None
         for listener in listeners:
             self.add_listener(listener)
@@ -194,12 +204,13 @@ class CircuitBreaker:
 
     def get_stats(self) -> CircuitStats:
         """Return this breaker object's counters in this process."""
+        extra = self._extra or _NO_EXTRA
         return CircuitStats(
-            total_calls=self._succeeded + self._failed + self._neutral,
+            total_calls=self._succeeded + extra.failed + extra.neutral,
             successful_calls=self._succeeded,
-            failed_calls=self._failed,
+            failed_calls=extra.failed,
             rejected_calls=self._rejected,
-            state_changes=self._state_changes,
+            state_changes=extra.state_changes,
         )
 
     def add_listener(self, listener: Listener) -> None:
@@ -218,8 +229,13 @@ class CircuitBreaker:
         # in ``_TAGS`` (``_tagging``), so that an entry without one is known
         # to be stale when it exits.
         record = self._record
-        if record.state is _CLOSED:
-            if not self._tagging and self._fresh():
+        if record.state is _CLOSED and not self._tagging:
+            local = self._local  # _fresh(), written out: this is the hot path
+            if (
+                local.get(self._name, INITIAL_RECORD) is record
+                if local is not None
+                else self._clock() - self._read_at < self._staleness
+            ):
                 self._untagged += 1
                 return self
         elif record.state is _OPEN and self._seen is _OPEN and self._fresh():
@@ -403,9 +419,9 @@ class CircuitBreaker:
         if outcome is Outcome.SUCCESS:
             self._succeeded += 1
         elif outcome is Outcome.FAILURE:
-            self._failed += 1
+            self._more().failed += 1
         else:
-            self._neutral += 1
+            self._more().neutral += 1
 
     async def _settle(self, generation: int, token: str | None, exc: BaseException | None) -> None:
         """Count a call's outcome and write what it changes, shielded from cancellation."""
@@ -535,7 +551,7 @@ class CircuitBreaker:
         self._seen = state
         if old is state:
             return
-        self._state_changes += 1
+        self._more().state_changes += 1
         logger.info("circuit %r: %s -> %s", self._name, old.value, state.value)
         if self._extra is None or not self._extra.listeners:
             return
