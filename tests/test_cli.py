@@ -17,6 +17,17 @@ import pytest
 from anybreaker import CircuitBreaker, CircuitBreakerOpenError, CircuitState
 from anybreaker.__main__ import main
 
+from ._storages import (
+    POSTGRES_HOST,
+    POSTGRES_PORT,
+    REDIS_HOST,
+    REDIS_PORT,
+    postgres_url,
+    redis_url,
+    require_server,
+    unique_name,
+)
+
 SUBPROCESS_TIMEOUT = 30
 
 
@@ -343,3 +354,49 @@ def test_demo_second_run_starts_open(
     monkeypatch.chdir(tmp_path)
     assert main(["status"]) == 0
     assert _table(capsys.readouterr().out)["model-api"][0] == "open"
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("kind", ["postgresql+psycopg", "redis"])
+def test_status_and_reset_on_a_server_storage(
+    kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``status`` and ``reset`` work on the server storages, by URL."""
+    _registry()
+    from anybreaker import storage_from_url
+
+    if kind == "redis":
+        pytest.importorskip("anybreaker.storage.redis", reason="needs anybreaker[redis]")
+        require_server("Redis", REDIS_HOST, REDIS_PORT)
+        url = f"{redis_url()}?prefix={unique_name('anybreaker-cli')}"
+    else:
+        pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[postgres]")
+        pytest.importorskip("psycopg", reason="needs psycopg")
+        require_server("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
+        url = f"{postgres_url('psycopg')}?table={unique_name('breakers')}"
+
+    async def open_breaker() -> None:
+        async with storage_from_url(url) as storage:  # type: ignore[attr-defined]
+            await CircuitBreaker("model-api", storage=storage).force_open()
+
+    async def clean_up() -> None:
+        async with storage_from_url(url) as storage:  # type: ignore[attr-defined]
+            if kind == "redis":
+                await storage.delete("model-api")
+            else:
+                from anybreaker.storage.sql import drop_table
+
+                await drop_table(storage)
+
+    anyio.run(open_breaker)
+    try:
+        assert main(["status", "--url", url]) == 0
+        assert _table(capsys.readouterr().out)["model-api"] == [
+            "open (forced)",
+            "0",
+            "until reset",
+        ]
+        assert main(["reset", "model-api", "--url", url, "--backend", "trio"]) == 0
+        assert capsys.readouterr().out == "model-api: open -> closed (history cleared)\n"
+    finally:
+        anyio.run(clean_up)

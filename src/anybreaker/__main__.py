@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -295,10 +295,14 @@ async def _open_storage(url: str) -> AsyncIterator[Storage]:
         storage = storage_from_url(url)
     except (ValueError, ImportError) as error:
         raise CommandError(str(error)) from None
-    try:
+    async with AsyncExitStack() as stack:
+        # Every shipped storage is an async context manager, and some (Redis)
+        # work only inside one; a bare protocol implementation is just closed.
+        if isinstance(storage, AbstractAsyncContextManager):
+            await stack.enter_async_context(storage)
+        else:
+            stack.push_async_callback(storage.aclose)
         yield storage
-    finally:
-        await storage.aclose()
 
 
 def _check_sqlite_file(url: str) -> None:
