@@ -1,0 +1,766 @@
+"""``SQLAlchemyStorage`` and ``SQLiteStorage``: breaker records in a SQL table.
+
+One set of SQLAlchemy Core statements, written as plain functions over a
+sync ``Connection``, runs in one of two ways:
+
+- on a sync ``Engine`` in worker threads (``anyio.to_thread.run_sync``):
+  the default, under asyncio and trio alike;
+- on a user-given ``AsyncEngine`` through ``AsyncConnection.run_sync``:
+  asyncio only, because SQLAlchemy's async engine needs an asyncio loop.
+
+Every operation is one statement in autocommit mode, so each
+compare-and-set is atomic on its own: ``UPDATE ... WHERE name = :name AND
+version = :expected`` when a record is expected, ``INSERT ... ON CONFLICT
+(name) DO NOTHING`` when none is. Nothing is read first and written later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import random
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from .._errors import StorageError
+from ._base import StorageBase
+from ._protocol import BreakerRecord, check_new_version
+
+try:
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import postgresql as sa_postgresql
+    from sqlalchemy.dialects import sqlite as sa_sqlite
+    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.exc import DBAPIError
+except ImportError as error:  # pragma: no cover - exercised without the extra
+    raise ImportError(
+        "SQLiteStorage and SQLAlchemyStorage need SQLAlchemy: "
+        'pip install "anybreaker[sqlite]" (or "anybreaker[postgres]" for PostgreSQL)'
+    ) from error
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["SQLAlchemyStorage", "SQLiteStorage", "drop_table"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION: Final = 1
+"""The version of the table layout this release writes and reads."""
+
+DEFAULT_TABLE: Final = "anybreaker_breakers"
+
+# PostgreSQL truncates identifiers at 63 bytes; the marker table adds "_meta".
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,57}")
+_JOURNAL_MODES: Final = ("wal", "delete", "truncate", "persist")
+_DIALECTS: Final = ("sqlite", "postgresql")
+
+# SQLite's own busy handler waits with growing sleeps (1, 2, 5, 10, ... 100
+# ms), so a writer that has waited long polls least often and keeps losing
+# the lock to newcomers. Short busy waits, each followed by a short random
+# pause and a fresh attempt, share the lock far more fairly between
+# processes.
+_BUSY_TIMEOUT: Final = 0.05
+_MAX_PAUSE: Final = 0.01
+_POOL_SIZE: Final = 8
+# What a database or its driver raises when it fails; anything else (a
+# CompileError, a TypeError) is a bug and is not dressed up as a StorageError.
+_FAILURES: Final = (
+    DBAPIError,
+    sa.exc.TimeoutError,
+    sa.exc.DisconnectionError,
+    sqlite3.Error,
+    OSError,
+)
+_SQLITE_BUSY: Final = 5
+_SQLITE_LOCKED: Final = 6
+
+
+def _sqlite_url(path: str | PathLike[str]) -> sa.URL:
+    return sa.URL.create("sqlite+pysqlite", database=os.fspath(path))
+
+
+class SQLAlchemyStorage(StorageBase):
+    """Keep breaker records in a table of a SQLite or PostgreSQL database.
+
+    ``SQLAlchemyStorage(url_or_engine, *, table="anybreaker_breakers",
+    schema=None, staleness=0.1, lock_timeout=1.0, journal_mode=None)``
+
+    ``url_or_engine`` is a database URL (``sqlite:///path``,
+    ``postgresql+psycopg://...``), a SQLAlchemy ``Engine``, or an
+    ``AsyncEngine`` (``sqlite+aiosqlite``, ``postgresql+asyncpg``; asyncio
+    only). An engine the storage creates from a URL it disposes of on
+    ``aclose()``; an engine it is given stays the caller's.
+
+    The storage owns two tables: ``table`` (one row per breaker: ``name``
+    primary key, ``version``, ``state`` and ``record``, the record as JSON)
+    and ``table + "_meta"`` (the layout's schema version). It creates them
+    on first use and refuses, with ``StorageError`` and without writing, a
+    file that is not SQLite or a table of that name it does not recognise.
+    ``schema`` places them in a PostgreSQL schema (which must exist).
+
+    ``staleness``: seconds a breaker may act on a record it read before
+    reading it again (0: read on every call). Writes always compare-and-set
+    against the database.
+
+    SQLite only: ``lock_timeout`` is how long one operation waits for a
+    database locked by another connection before it fails with
+    ``StorageError``; ``journal_mode`` ("wal", "delete", "truncate",
+    "persist") sets the database's journal mode. Without it the storage
+    switches to WAL only a database file it creates itself, and leaves an
+    existing database's journal mode alone.
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | sa.URL | Engine | AsyncEngine,
+        *,
+        table: str = DEFAULT_TABLE,
+        schema: str | None = None,
+        staleness: float = 0.1,
+        lock_timeout: float = 1.0,
+        journal_mode: str | None = None,
+    ) -> None:
+        self.staleness = _seconds("staleness", staleness, allow_zero=True)
+        self._lock_timeout = _seconds("lock_timeout", lock_timeout, allow_zero=False)
+        _identifier("table", table)
+        if schema is not None:
+            _identifier("schema", schema)
+        if journal_mode is not None:
+            if not isinstance(journal_mode, str) or journal_mode.lower() not in (_JOURNAL_MODES):
+                raise ValueError(
+                    f"journal_mode must be one of {', '.join(_JOURNAL_MODES)} or "
+                    f"None, got {journal_mode!r}"
+                )
+            journal_mode = journal_mode.lower()
+
+        engine, self._async_engine, self._owns_engine = _engine(url_or_engine)
+        if self._async_engine is not None:
+            url = self._async_engine.url
+            dialect = self._async_engine.dialect
+        else:
+            assert engine is not None
+            url = engine.url
+            dialect = engine.dialect
+        if dialect.name not in _DIALECTS:
+            raise ValueError(
+                f"SQLAlchemyStorage supports SQLite and PostgreSQL, not {dialect.name!r}"
+            )
+        self._sqlite = dialect.name == "sqlite"
+        if self._sqlite and schema is not None:
+            raise ValueError("schema is a PostgreSQL option; SQLite has none")
+        if not self._sqlite and journal_mode is not None:
+            raise ValueError("journal_mode is a SQLite option")
+        database = url.database or ""
+        self._memory = self._sqlite and database in ("", ":memory:")
+        if self._memory and journal_mode is not None:
+            raise ValueError("journal_mode needs a database file, not :memory:")
+        # A file path, when the storage reaches a SQLite file by name.
+        self._path = (
+            database
+            if self._sqlite and not self._memory and not database.startswith("file:")
+            else None
+        )
+        self._journal_mode = journal_mode
+        self._url = url.render_as_string(hide_password=True)
+        self._table_name = table
+        self._schema = schema
+        self._statements = _Statements(table, schema, dialect.name)
+
+        self._engine = engine
+        # Every operation runs in autocommit mode: one statement, its own
+        # transaction. The set-up opens its own transaction when it needs one.
+        # An engine the storage made is in that mode already; a given one is
+        # switched per connection, leaving the caller's own use alone.
+        ops: Any = self._async_engine if engine is None else engine
+        if not self._owns_engine:
+            ops = ops.execution_options(isolation_level="AUTOCOMMIT")
+        self._ops = ops
+        if self._owns_engine and self._sqlite and engine is not None:
+            sa.event.listen(engine, "connect", _configure_sqlite_connection)
+        # An engine the storage made has a bounded pool; never ask it for
+        # more connections at once than it holds.
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._limit = _POOL_SIZE * 2 if self._owns_engine else None
+
+        self._ready = False
+        self._identity: tuple[int, int] | None = None
+        self._set_up_lock = threading.Lock()
+        # A :memory: database is one connection shared by every thread.
+        self._memory_lock = threading.Lock() if self._memory else None
+        self._async_set_up_lock: anyio.Lock | None = None
+
+    def __repr__(self) -> str:
+        where = self._table_name if self._schema is None else (f"{self._schema}.{self._table_name}")
+        return f"<{type(self).__name__} {self._url} table={where}>"
+
+    # -- the Storage protocol ----------------------------------------------
+
+    async def get(self, name: str) -> BreakerRecord | None:
+        """Return the record stored under ``name``, or ``None``."""
+        return await self._run(self._statements.get, name)
+
+    async def compare_and_set(
+        self, name: str, expected_version: int | None, record: BreakerRecord
+    ) -> bool:
+        """Store ``record`` if the stored version is ``expected_version``."""
+        check_new_version(expected_version, record)
+        return await self._run(self._statements.compare_and_set, name, expected_version, record)
+
+    async def delete(self, name: str) -> None:
+        """Remove the record stored under ``name``, if any."""
+        await self._run(self._statements.delete, name)
+
+    async def names(self) -> list[str]:
+        """Return the names that have a record, sorted."""
+        return await self._run(self._statements.names)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        entered = await super().__aenter__()
+        if self._async_engine is not None:
+            _require_asyncio()
+        return entered
+
+    async def _close(self) -> None:
+        if not self._owns_engine:
+            return
+        with anyio.CancelScope(shield=True):
+            if self._async_engine is not None:
+                await self._async_engine.dispose()
+            elif self._engine is not None:
+                await anyio.to_thread.run_sync(self._engine.dispose)
+
+    # -- running statements ------------------------------------------------
+
+    async def _run(self, operation: Callable[..., T], *args: Any) -> T:
+        self._check_open()
+        if self._async_engine is not None:
+            _require_asyncio()
+            return await self._run_async(operation, args)
+        # A timed-out caller (the breaker's ``storage_timeout``) is not held
+        # up by a worker thread that is still waiting on a lock; the thread
+        # ends on its own within ``lock_timeout``.
+        if self._limiter is None and self._limit is not None:
+            self._limiter = anyio.CapacityLimiter(self._limit)
+        return await anyio.to_thread.run_sync(
+            self._run_in_thread,
+            operation,
+            args,
+            abandon_on_cancel=True,
+            limiter=self._limiter,
+        )
+
+    def _run_in_thread(self, operation: Callable[..., T], args: tuple[Any, ...]) -> T:
+        deadline = time.monotonic() + self._lock_timeout
+        attempt = 0
+        while True:
+            try:
+                self._check_file()
+                if not self._ready:
+                    with self._set_up_lock:
+                        if not self._ready:
+                            self._set_up_sync()
+                with self._ops.connect() as connection:
+                    if self._memory_lock is None:
+                        return operation(connection, *args)
+                    with self._memory_lock:
+                        return operation(connection, *args)
+            except _FAILURES as error:
+                pause = self._pause(error, attempt, deadline)
+                if pause is None:
+                    raise self._storage_error(error) from error
+            time.sleep(pause)
+            attempt += 1
+
+    async def _run_async(self, operation: Callable[..., T], args: tuple[Any, ...]) -> T:
+        assert self._async_engine is not None
+        deadline = time.monotonic() + self._lock_timeout
+        attempt = 0
+        while True:
+            try:
+                if not self._ready:
+                    await self._set_up_async()
+                async with self._ops.connect() as connection:
+                    result: T = await connection.run_sync(operation, *args)
+                    return result
+            except _FAILURES as error:
+                pause = self._pause(error, attempt, deadline)
+                if pause is None:
+                    raise self._storage_error(error) from error
+            await anyio.sleep(pause)
+            attempt += 1
+
+    def _pause(self, error: BaseException, attempt: int, deadline: float) -> float | None:
+        """Seconds to wait before trying again after ``error``; ``None``: give up."""
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            # The pool threw away a dead connection (a restarted server):
+            # one fresh connection may well succeed.
+            return 0.0 if attempt == 0 else None
+        if not _is_locked(error):
+            return None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        return min(remaining, random.uniform(0, _MAX_PAUSE * min(attempt + 1, 4)))
+
+    def _storage_error(self, error: BaseException) -> StorageError:
+        if isinstance(error, StorageError):
+            return error
+        detail = error.orig if isinstance(error, DBAPIError) else error
+        if _is_locked(error):
+            return StorageError(
+                f"{self!r}: the database stayed locked by another connection for "
+                f"more than lock_timeout={self._lock_timeout} s ({detail})"
+            )
+        return StorageError(f"{self!r}: {type(detail).__name__}: {detail}")
+
+    # -- set-up: the library's own tables ----------------------------------
+
+    def _check_file(self) -> None:
+        """Start afresh when the database file was replaced or removed under us."""
+        if self._path is None or not self._owns_engine:
+            return
+        identity = _file_identity(self._path)
+        if self._ready and identity != self._identity:
+            with self._set_up_lock:
+                if self._ready and identity != self._identity:
+                    self._ready = False
+                    # Pooled connections still point at the old file.
+                    assert self._engine is not None
+                    self._engine.dispose()
+
+    def _set_up_sync(self) -> None:
+        if self._sqlite:
+            created = self._path is None or _is_new_file(self._path)
+            with self._ops.connect() as connection:
+                self._set_up(connection, created)
+            self._identity = _file_identity(self._path) if self._path is not None else None
+        else:
+            with self._ops.connect() as connection:
+                self._set_up(connection, False)
+        self._ready = True
+
+    async def _set_up_async(self) -> None:
+        assert self._async_engine is not None
+        if self._async_set_up_lock is None:
+            self._async_set_up_lock = anyio.Lock()
+        async with self._async_set_up_lock:
+            if self._ready:
+                return
+            if self._sqlite:
+                created = self._path is None or _is_new_file(self._path)
+                async with self._ops.connect() as connection:
+                    await connection.run_sync(self._set_up, created)
+            else:
+                async with self._ops.connect() as connection:
+                    await connection.run_sync(self._set_up, False)
+            self._ready = True
+
+    def _set_up(self, connection: Connection, created: bool) -> None:
+        """Create the tables, or check that the existing ones are this library's."""
+        if self._sqlite:
+            # Reads the file's header: a file that is not SQLite fails here,
+            # before anything is written.
+            connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
+            wanted = self._journal_mode or ("wal" if created and not self._memory else None)
+            if wanted is not None:
+                mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+                if str(mode).lower() != wanted:
+                    connection.exec_driver_sql(f"PRAGMA journal_mode={wanted}")
+                if self._owns_engine:
+                    # This pooled connection was configured before the switch.
+                    _configure_sqlite_connection(connection.connection.driver_connection, None)
+            # Taking the write lock first: two processes starting on one new
+            # file create the tables once, and neither sees half of them.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                self._statements.create_or_check(connection)
+            except BaseException:
+                connection.exec_driver_sql("ROLLBACK")
+                raise
+            connection.exec_driver_sql("COMMIT")
+        else:
+            # The DDL and its marker row go in together, or not at all.
+            connection.execution_options(isolation_level="READ COMMITTED")
+            with connection.begin():
+                # Concurrent CREATE TABLE IF NOT EXISTS can collide in the
+                # catalog; a transaction-scoped advisory lock serialises them.
+                connection.execute(
+                    sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.bindparam("key")))),
+                    {"key": f"anybreaker:{self._schema}.{self._table_name}"},
+                )
+                self._statements.create_or_check(connection)
+
+    async def _drop(self) -> None:
+        """Drop the storage's tables; the next operation creates them again."""
+        await self._run(self._statements.drop)
+        self._ready = False
+
+
+class SQLiteStorage(SQLAlchemyStorage):
+    """Keep breaker records in a SQLite database file, shared by the processes of a host.
+
+    ``SQLiteStorage(path, *, table="anybreaker_breakers", staleness=0.1,
+    lock_timeout=1.0, journal_mode=None)``: ``SQLAlchemyStorage`` on
+    ``sqlite:///path`` (``":memory:"`` for a database private to this
+    storage). A file the storage creates is set to WAL, which lets readers
+    and one writer work at once; a file that already exists keeps its
+    journal mode unless ``journal_mode`` asks otherwise.
+    """
+
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        *,
+        table: str = DEFAULT_TABLE,
+        staleness: float = 0.1,
+        lock_timeout: float = 1.0,
+        journal_mode: str | None = None,
+    ) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"path must be a str or PathLike, got {path!r}")
+        super().__init__(
+            _sqlite_url(path),
+            table=table,
+            staleness=staleness,
+            lock_timeout=lock_timeout,
+            journal_mode=journal_mode,
+        )
+
+
+async def drop_table(storage: SQLAlchemyStorage) -> None:
+    """Drop ``storage``'s tables, and with them every breaker record it holds."""
+    if not isinstance(storage, SQLAlchemyStorage):
+        raise TypeError(f"drop_table needs a SQLAlchemyStorage, got {storage!r}")
+    await storage._drop()
+
+
+# -- the statements ---------------------------------------------------------
+
+
+class _Statements:
+    """The SQL of one storage: plain functions over a sync ``Connection``."""
+
+    def __init__(self, table: str, schema: str | None, dialect: str) -> None:
+        metadata = sa.MetaData(schema=schema)
+        self.table = sa.Table(
+            table,
+            metadata,
+            sa.Column("name", sa.String(), primary_key=True),
+            sa.Column("version", sa.BigInteger(), nullable=False),
+            sa.Column("state", sa.String(), nullable=False),
+            sa.Column("record", sa.Text(), nullable=False),
+        )
+        self.meta = sa.Table(
+            f"{table}_meta",
+            metadata,
+            sa.Column("key", sa.String(), primary_key=True),
+            sa.Column("value", sa.String(), nullable=False),
+        )
+        self.metadata = metadata
+        self.schema = schema
+        breakers = self.table
+        self._get = sa.select(breakers.c.version, breakers.c.record).where(
+            breakers.c.name == sa.bindparam("b_name")
+        )
+        update = (
+            sa.update(breakers)
+            .where(breakers.c.name == sa.bindparam("b_name"))
+            .where(breakers.c.version == sa.bindparam("b_expected"))
+            .values(
+                version=sa.bindparam("b_version"),
+                state=sa.bindparam("b_state"),
+                record=sa.bindparam("b_record"),
+            )
+        )
+        insert = sa_postgresql.insert if dialect == "postgresql" else sa_sqlite.insert
+        create = (
+            insert(breakers)
+            .values(
+                name=sa.bindparam("b_name"),
+                version=sa.bindparam("b_version"),
+                state=sa.bindparam("b_state"),
+                record=sa.bindparam("b_record"),
+            )
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        # PostgreSQL drivers do not all report a row count for INSERT ... ON
+        # CONFLICT DO NOTHING; RETURNING says plainly whether a row was
+        # written. sqlite3's row count is exact, and SQLite before 3.35 has
+        # no RETURNING.
+        self._returning = dialect == "postgresql"
+        self._update: sa.Executable = (
+            update.returning(breakers.c.version) if self._returning else update
+        )
+        self._insert: sa.Executable = (
+            create.returning(breakers.c.version) if self._returning else create
+        )
+        self._delete = sa.delete(breakers).where(breakers.c.name == sa.bindparam("b_name"))
+        self._names = sa.select(breakers.c.name).order_by(breakers.c.name)
+
+    def get(self, connection: Connection, name: str) -> BreakerRecord | None:
+        row = connection.execute(self._get, {"b_name": name}).first()
+        if row is None:
+            return None
+        version, text = row
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            # The column is what compare-and-set checks: it is the truth.
+            data["version"] = version
+            return BreakerRecord.from_dict(data)
+        except ValueError as error:
+            raise StorageError(
+                f"the record stored for {name!r} is not one this release can read: {error}"
+            ) from error
+
+    def compare_and_set(
+        self,
+        connection: Connection,
+        name: str,
+        expected_version: int | None,
+        record: BreakerRecord,
+    ) -> bool:
+        values = {
+            "b_name": name,
+            "b_version": record.version,
+            "b_state": record.state.value,
+            "b_record": json.dumps(record.to_dict(), separators=(",", ":")),
+        }
+        if expected_version is None:
+            result = connection.execute(self._insert, values)
+        else:
+            result = connection.execute(self._update, {**values, "b_expected": expected_version})
+        stored = result.first() is not None if self._returning else result.rowcount == 1
+        connection.commit()
+        return stored
+
+    def delete(self, connection: Connection, name: str) -> None:
+        connection.execute(self._delete, {"b_name": name})
+        connection.commit()
+
+    def names(self, connection: Connection) -> list[str]:
+        return list(connection.execute(self._names).scalars())
+
+    def drop(self, connection: Connection) -> None:
+        self.metadata.drop_all(connection, checkfirst=True)
+        connection.commit()
+
+    def create_or_check(self, connection: Connection) -> None:
+        """Create both tables, or refuse tables that are not this library's."""
+        inspector = sa.inspect(connection)
+        if self.schema is not None and self.schema not in inspector.get_schema_names():
+            raise StorageError(f"PostgreSQL schema {self.schema!r} does not exist; create it first")
+        has_table = inspector.has_table(self.table.name, schema=self.schema)
+        has_meta = inspector.has_table(self.meta.name, schema=self.schema)
+        where = self.table.name if self.schema is None else f"{self.schema}.{self.table.name}"
+        if not has_table and not has_meta:
+            self.metadata.create_all(connection, checkfirst=False)
+            connection.execute(
+                sa.insert(self.meta).values(key="schema_version", value=str(SCHEMA_VERSION))
+            )
+            return
+        if has_table and not has_meta:
+            raise StorageError(
+                f"a table {where!r} exists that anybreaker did not create "
+                f"(it has no {self.meta.name!r} table); left untouched. "
+                "Choose another table name with table=..."
+            )
+        if not self._has_columns(inspector, self.meta):
+            raise StorageError(
+                f"table {self.meta.name!r} exists but is not anybreaker's; left "
+                "untouched. Choose another table name with table=..."
+            )
+        version_text = connection.execute(
+            sa.select(self.meta.c.value).where(self.meta.c.key == "schema_version")
+        ).scalar()
+        try:
+            version = int(version_text) if version_text is not None else None
+        except ValueError:
+            version = None
+        if version is None:
+            raise StorageError(
+                f"table {self.meta.name!r} holds no valid schema_version; left untouched"
+            )
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"table {where!r} has schema version {version}, written by a newer "
+                f"anybreaker; this one reads up to version {SCHEMA_VERSION}. Upgrade "
+                "anybreaker"
+            )
+        if not has_table or not self._has_columns(inspector, self.table):
+            raise StorageError(
+                f"table {where!r} does not have the layout of anybreaker schema "
+                f"version {version}; left untouched"
+            )
+        for upgrade in _UPGRADES[version:]:
+            upgrade(self, connection)
+        if version < SCHEMA_VERSION:
+            connection.execute(
+                sa.update(self.meta)
+                .where(self.meta.c.key == "schema_version")
+                .values(value=str(SCHEMA_VERSION))
+            )
+
+    def _has_columns(self, inspector: Any, table: sa.Table) -> bool:
+        try:
+            found = {
+                column["name"] for column in inspector.get_columns(table.name, schema=self.schema)
+            }
+        except sa.exc.NoSuchTableError:
+            return False
+        return found == {column.name for column in table.columns}
+
+
+# Upgrades of the layout in place: ``_UPGRADES[n - 1]`` turns schema version
+# n into n + 1, inside the set-up transaction. Version 1 is the first.
+_UPGRADES: list[Callable[[_Statements, Connection], None]] = []
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def _engine(
+    url_or_engine: object,
+) -> tuple[Engine | None, AsyncEngine | None, bool]:
+    """Return (sync engine, async engine, whether the storage created it)."""
+    if isinstance(url_or_engine, Engine):
+        return url_or_engine, None, False
+    async_engine_type = _async_engine_type()
+    if async_engine_type is not None and isinstance(url_or_engine, async_engine_type):
+        return None, url_or_engine, False
+    if not isinstance(url_or_engine, str | sa.URL):
+        raise TypeError(
+            "url_or_engine must be a database URL, a SQLAlchemy Engine or an "
+            f"AsyncEngine, got {url_or_engine!r}"
+        )
+    try:
+        url = sa.make_url(url_or_engine)
+    except sa.exc.ArgumentError as error:
+        raise ValueError(f"not a database URL: {url_or_engine!r}") from error
+    if url.drivername == "postgresql":
+        # SQLAlchemy's default PostgreSQL driver is psycopg2; the extra
+        # anybreaker[postgres] installs psycopg 3.
+        url = url.set(drivername="postgresql+psycopg")
+    try:
+        dialect_class = url.get_dialect()
+    except sa.exc.NoSuchModuleError as error:
+        raise ValueError(f"unknown database in URL {url!r}: {error}") from error
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
+    if url.get_backend_name() == "sqlite" and (url.database or "") in ("", ":memory:"):
+        # One shared connection: each thread of SingletonThreadPool would
+        # see a different, empty database.
+        options["poolclass"] = sa.pool.StaticPool
+        options["connect_args"] = {"check_same_thread": False}
+    else:
+        options["pool_size"] = _POOL_SIZE
+        options["max_overflow"] = _POOL_SIZE
+    try:
+        if getattr(dialect_class, "is_async", False):
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            return None, create_async_engine(url, **options), True
+        return sa.create_engine(url, **options), None, True
+    except ImportError as error:
+        extra = "postgres" if url.get_backend_name() == "postgresql" else "sqlite"
+        raise ImportError(
+            f"the driver for {url.drivername!r} is not installed: "
+            f'pip install "anybreaker[{extra}]" ({error})'
+        ) from error
+
+
+def _async_engine_type() -> type[AsyncEngine] | None:
+    try:
+        from sqlalchemy.ext.asyncio import AsyncEngine
+    except ImportError:  # pragma: no cover - SQLAlchemy without asyncio support
+        return None
+    return AsyncEngine
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, record: Any) -> None:
+    """Per-connection settings for engines the storage creates (none persist)."""
+    dbapi_connection.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT * 1000)}")
+    try:
+        mode = dbapi_connection.execute("PRAGMA journal_mode").fetchone()
+    except sqlite3.Error:
+        return  # Not a database: the operation itself reports it.
+    if mode is not None and str(mode[0]).lower() == "wal":
+        # In WAL mode NORMAL cannot corrupt the database; it only risks the
+        # last commits on power loss, and spares an fsync per write.
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def _require_asyncio() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        try:
+            import sniffio
+
+            runtime = sniffio.current_async_library()
+        except Exception:
+            runtime = "another runtime"
+        raise RuntimeError(
+            "SQLAlchemyStorage was given an AsyncEngine, which needs asyncio, but "
+            f"this code runs under {runtime}. Pass a database URL or a sync Engine "
+            "instead: the storage then runs its statements in worker threads, "
+            "under any runtime."
+        ) from None
+
+
+def _is_locked(error: BaseException) -> bool:
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    if not isinstance(cause, sqlite3.Error):
+        return False
+    code = getattr(cause, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    message = str(cause).lower()
+    return "locked" in message or "busy" in message
+
+
+def _is_new_file(path: str) -> bool:
+    """Whether ``path`` holds no database yet (SQLite treats an empty file as new)."""
+    try:
+        return os.stat(path).st_size == 0
+    except FileNotFoundError:
+        return True
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _identifier(name: str, value: object) -> None:
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            f"{name} must be an identifier of letters, digits and underscores, "
+            f"starting with a letter or underscore, at most 58 characters; got {value!r}"
+        )
+
+
+def _seconds(name: str, value: object, *, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite seconds {bound}, got {value!r}")
+    return float(value)
