@@ -14,6 +14,7 @@ from types import ModuleType
 import anyio
 import pytest
 
+import anybreaker
 from anybreaker import CircuitBreaker, CircuitBreakerOpenError, CircuitState
 from anybreaker.__main__ import main
 
@@ -314,6 +315,21 @@ def test_demo_without_trio_says_what_to_install(
     monkeypatch.setitem(sys.modules, "trio", None)
     assert main(["demo"]) == 2
     assert "pip install trio" in _error_line(capsys)
+
+
+def test_demo_without_sqlalchemy_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without SQLAlchemy, ``demo`` names the extra to install and creates no file."""
+    pytest.importorskip("trio", reason="the demo needs trio")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "sqlalchemy", None)
+    for module in ("anybreaker.storage.sql", "anybreaker._demo"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.delitem(vars(anybreaker), "SQLiteStorage", raising=False)
+    assert main(["demo"]) == 2
+    assert 'pip install "anybreaker[sqlite]"' in _error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
 
 
 def _demo(cwd: Path) -> str:
