@@ -212,3 +212,51 @@ async def test_closed_success_path_does_not_touch_a_fresh_storage(clock: FakeClo
     async with breaker:
         pass
     assert storage.calls == 2
+
+
+@pytest.mark.parametrize("policy", ["allow", "reject", "raise"])
+async def test_admin_calls_raise_when_storage_fails(clock: FakeClock, policy: str) -> None:
+    """reset(), force_open() and get_state() raise StorageError unless the policy is local."""
+    storage = FlakyStorage()
+    breaker = make(storage, clock, on_storage_error=policy)
+    storage.down = True
+    for operation in (breaker.reset, breaker.force_open, breaker.get_state):
+        with pytest.raises(StorageError) as caught:
+            await operation()
+        assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+
+
+async def test_admin_calls_act_locally_during_an_outage(clock: FakeClock) -> None:
+    """Under the local policy, force_open() during an outage holds this process open."""
+    storage = FlakyStorage()
+    breaker = make(storage, clock)
+    storage.down = True
+    await breaker.force_open()
+    assert await breaker.get_state() is CircuitState.OPEN
+    with pytest.raises(CircuitBreakerOpenError):
+        async with breaker:
+            pass
+
+
+class AlwaysConflicting(FlakyStorage):
+    """A storage whose compare-and-set never wins, as under extreme contention."""
+
+    async def compare_and_set(
+        self, name: str, expected_version: int | None, record: BreakerRecord
+    ) -> bool:
+        await self._gate()
+        return False
+
+
+async def test_endless_conflicts_never_reach_the_guarded_call(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure that loses every compare-and-set is dropped with a warning, not raised."""
+    breaker = make(AlwaysConflicting(), clock)
+    with caplog.at_level(logging.WARNING, logger="anybreaker"):
+        await fail(breaker)
+    assert any("conflicts" in record.getMessage() for record in caplog.records)
+    strict = make(AlwaysConflicting(), clock, on_storage_error="raise")
+    with pytest.raises(StorageError, match="conflicts"):
+        async with strict:
+            raise Boom

@@ -36,7 +36,8 @@ Listener = Callable[[StateChange], Awaitable[None] | None]
 
 _CLOSED: Final = CircuitState.CLOSED
 _OPEN: Final = CircuitState.OPEN
-_MAX_WRITE_ATTEMPTS: Final = 64
+_MAX_WRITE_ATTEMPTS: Final = 100
+_CONTENDED_RETRY: Final = 0.001
 
 # The calls entered with ``async with`` that carry a ticket, innermost first:
 # (breaker, generation, token, tag id, enclosing entry). See ``__aenter__``.
@@ -51,7 +52,11 @@ def _new_token() -> str:
 
 
 class _StoragePolicyRefusal(Exception):
-    """The storage failed and ``on_storage_error`` says what to do instead."""
+    """The storage failed and ``on_storage_error`` ("allow", "reject") decides instead."""
+
+    def __init__(self, error: StorageError) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class _Extra:
@@ -352,17 +357,38 @@ class CircuitBreaker:
     # -- administration ----------------------------------------------------
 
     async def reset(self) -> None:
-        """Close the breaker and clear its history, for every process sharing it."""
-        await self._write(lambda record, now: machine.reset(record, now))
+        """Close the breaker and clear its history, for every process sharing it.
+
+        Raises ``StorageError`` if the storage fails, unless ``on_storage_error``
+        is "local": then, during the outage, it acts on the local state only.
+        """
+        try:
+            await self._write(lambda record, now: machine.reset(record, now))
+        except _StoragePolicyRefusal as refusal:
+            raise refusal.error from refusal.error.__cause__
 
     async def force_open(self) -> None:
-        """Open the breaker until ``reset()``, for every process sharing it."""
-        await self._write(lambda record, now: machine.force_open(record, now))
+        """Open the breaker until ``reset()``, for every process sharing it.
+
+        Raises ``StorageError`` if the storage fails, unless ``on_storage_error``
+        is "local": then, during the outage, it acts on the local state only.
+        """
+        try:
+            await self._write(lambda record, now: machine.force_open(record, now))
+        except _StoragePolicyRefusal as refusal:
+            raise refusal.error from refusal.error.__cause__
 
     async def get_state(self) -> CircuitState:
-        """Read the state from the storage and return it, evaluated now."""
+        """Read the state from the storage and return it, evaluated now.
+
+        Raises ``StorageError`` if the storage fails, unless ``on_storage_error``
+        is "local": then, during the outage, it returns the local state.
+        """
         now = self._clock()
-        record = await self._read(now)
+        try:
+            record = await self._read(now)
+        except _StoragePolicyRefusal as refusal:
+            raise refusal.error from refusal.error.__cause__
         await self._observe(now)
         return machine.view(record, self._config, now)
 
@@ -379,12 +405,7 @@ class CircuitBreaker:
         try:
             record = self._record if self._fresh() else await self._read(now)
         except _StoragePolicyRefusal:
-            if self._config.on_storage_error == "reject":
-                self._rejected += 1
-                raise CircuitBreakerOpenError(
-                    self._name, self._config.storage_retry_interval or 1e-3
-                ) from None
-            return self._record.generation, None  # "allow"
+            return self._admit_without_storage()
         await self._observe(now)
         for _ in range(_MAX_WRITE_ATTEMPTS):
             admission = machine.admit(record, self._config, now, _new_token)
@@ -397,13 +418,35 @@ class CircuitBreaker:
                 with anyio.CancelScope(shield=True):
                     stored = await self._compare_and_set(record, admission.record, now)
             except _StoragePolicyRefusal:
-                return self._record.generation, None  # "allow"
+                return self._admit_without_storage()
             if stored is None:
                 await self._observe(now)
                 return admission.generation, admission.token
             record = stored
             await self._observe(now)
-        raise StorageError(f"circuit {self._name!r}: too many write conflicts")
+        # Every conflict means another caller took a permit first: the trials are taken.
+        self._give_up_writing()
+        self._rejected += 1
+        raise CircuitBreakerOpenError(self._name, _CONTENDED_RETRY)
+
+    def _admit_without_storage(self) -> tuple[int, str | None]:
+        """Admit or reject as on_storage_error says while the storage fails."""
+        if self._config.on_storage_error == "reject":
+            self._rejected += 1
+            raise CircuitBreakerOpenError(
+                self._name, self._config.storage_retry_interval or _CONTENDED_RETRY
+            ) from None
+        return self._record.generation, None  # "allow": the outcome is not recorded
+
+    def _give_up_writing(self) -> None:
+        """Say that a write lost every compare-and-set it tried."""
+        error = StorageError(
+            f"circuit {self._name!r}: gave up after {_MAX_WRITE_ATTEMPTS} "
+            "compare-and-set conflicts in a row"
+        )
+        if self._config.on_storage_error == "raise":
+            raise error
+        logger.warning("%s; the outcome is dropped", error)
 
     def _classify(self, exc: BaseException | None) -> Outcome:
         if exc is None:
@@ -451,7 +494,7 @@ class CircuitBreaker:
                 await self._observe(now)
                 return
             record = stored
-        raise StorageError(f"circuit {self._name!r}: too many write conflicts")
+        self._give_up_writing()
 
     # -- storage access, with the failure policy ---------------------------
 
@@ -525,15 +568,17 @@ class CircuitBreaker:
                 error if str(error) else type(error).__name__,
                 policy,
             )
-        if policy == "raise":
-            if isinstance(error, StorageError):
-                raise error
-            raise StorageError(
+        if not isinstance(error, StorageError):
+            timed_out = StorageError(
                 f"circuit {self._name!r}: storage operation {method} took longer "
                 f"than storage_timeout={self._config.storage_timeout} s"
-            ) from error
+            )
+            timed_out.__cause__ = error
+            error = timed_out
+        if policy == "raise":
+            raise error
         if policy != "local":
-            raise _StoragePolicyRefusal from error
+            raise _StoragePolicyRefusal(error)
         # Keep protecting in this process, from the last record known.
         fallback = MemoryStorage()
         if self._record.version:
