@@ -160,10 +160,11 @@ def block_cases() -> list[Any]:
     """One case per inline block and runtime (a block without ``await``: once)."""
     cases: list[Any] = []
     for block in inline_python_blocks():
-        if compile_block(block).co_flags & inspect.CO_COROUTINE:
-            runtimes: tuple[str | None, ...] = runtimes_of(block.source, block)
-        else:
-            runtimes = (None,)
+        try:
+            is_async = bool(compile_block(block).co_flags & inspect.CO_COROUTINE)
+        except SyntaxError:
+            is_async = False  # the test reports it
+        runtimes: tuple[str | None, ...] = runtimes_of(block.source, block) if is_async else (None,)
         cases.extend(
             pytest.param(block, runtime, id=f"{block}-{runtime or 'script'}")
             for runtime in runtimes
