@@ -128,10 +128,14 @@ def runtimes_of(source: str, where: object) -> tuple[str, ...]:
     return chosen or RUNTIMES
 
 
-def skip_unless_available(source: str) -> None:
-    """Skip when the optional storage (or server) the code uses is not available."""
+def skip_unless_available(source: str, runtime: str | None = None) -> None:
+    """Skip when the runtime, storage or server the code needs is not available."""
+    if runtime == "trio" or re.search(r"^\s*(import|from) trio\b", source, re.MULTILINE):
+        pytest.importorskip("trio", reason="needs trio")
     if re.search(r"SQLiteStorage|SQLAlchemyStorage|sqlite(\+\w+)?://|postgresql", source):
-        pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[sqlite]")
+        pytest.importorskip(
+            "anybreaker.storage.sql", reason="needs anybreaker[sqlite]", exc_type=ImportError
+        )
     if "create_async_engine" in source:
         pytest.importorskip("greenlet", reason="needs sqlalchemy[asyncio]")
     if "aiosqlite" in source:
@@ -143,7 +147,9 @@ def skip_unless_available(source: str) -> None:
         pytest.importorskip(driver, reason=f"needs {driver}")
         require_server("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
     if re.search(r"RedisStorage|redis://", source):
-        pytest.importorskip("anybreaker.storage.redis", reason="needs anybreaker[redis]")
+        pytest.importorskip(
+            "anybreaker.storage.redis", reason="needs anybreaker[redis]", exc_type=ImportError
+        )
         require_server("Redis", REDIS_HOST, REDIS_PORT)
 
 
@@ -210,8 +216,7 @@ def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(("path", "runtime"), sample_cases())
 def test_sample_runs(path: Path, runtime: str, capsys: pytest.CaptureFixture[str]) -> None:
     """A sample file runs to completion under each runtime it is written for."""
-    source = path.read_text(encoding="utf-8")
-    skip_unless_available(source)
+    skip_unless_available(path.read_text(encoding="utf-8"), runtime)
     module = load_sample(path)
     for entry_point in entry_points(module):
         anyio.run(entry_point, backend=runtime)
@@ -236,7 +241,7 @@ def test_sample_runs_as_a_script(path: Path) -> None:
 @pytest.mark.parametrize(("block", "runtime"), block_cases())
 def test_inline_block_runs(block: Block, runtime: str | None) -> None:
     """A ``python`` block written in a page or the README runs on its own."""
-    skip_unless_available(block.source)
+    skip_unless_available(block.source, runtime)
     code = compile_block(block)
     namespace: dict[str, Any] = {"__name__": "__main__"}
     if runtime is None:
