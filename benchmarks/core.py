@@ -10,7 +10,6 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-
 from libraries import LIBRARIES, Floor, Library, Loop, available, mamba_module, noop
 from timing import RUNTIMES, median, paired_ratio, per_call
 

@@ -34,7 +34,6 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-
 from libraries import Boom, fail, noop
 from timing import RUNTIMES, median, paired_ratio, per_call
 
@@ -73,8 +72,7 @@ PAYLOAD = json.dumps(
 def postgres_url(driver: str) -> str:
     """The URL of the benchmark's PostgreSQL database through ``driver``."""
     return (
-        f"postgresql+{driver}://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}"
-        f"/{POSTGRES_DATABASE}"
+        f"postgresql+{driver}://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{POSTGRES_DATABASE}"
     )
 
 
@@ -243,8 +241,13 @@ async def drop(place: Place) -> None:
             for name in await storage.names():
                 await storage.delete(name)
     else:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(place.path + suffix).unlink(missing_ok=True)
+        _remove(place.path)
+
+
+def _remove(path: str) -> None:
+    """Delete an SQLite database file and its companions."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(path + suffix).unlink(missing_ok=True)
 
 
 # -- raw compare-and-set, the baseline of a recorded failure --------------------------------
@@ -292,8 +295,7 @@ async def raw_cas(place: Place) -> AsyncIterator[Cas]:
             yield cas
         finally:
             connection.close()
-            for suffix in ("", "-wal", "-shm"):
-                Path(path + suffix).unlink(missing_ok=True)
+            _remove(path)
     elif place.kind == "sqlite+aiosqlite":
         import aiosqlite
 
@@ -302,9 +304,7 @@ async def raw_cas(place: Place) -> AsyncIterator[Cas]:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
             await db.execute("PRAGMA busy_timeout=5000")
-            await db.execute(
-                "CREATE TABLE raw (name TEXT PRIMARY KEY, version INTEGER, data TEXT)"
-            )
+            await db.execute("CREATE TABLE raw (name TEXT PRIMARY KEY, version INTEGER, data TEXT)")
             await db.execute("INSERT INTO raw VALUES (?, 0, ?)", (BREAKER, PAYLOAD))
 
             async def cas(expected: int) -> bool:
@@ -319,8 +319,7 @@ async def raw_cas(place: Place) -> AsyncIterator[Cas]:
             try:
                 yield cas
             finally:
-                for suffix in ("", "-wal", "-shm"):
-                    Path(path + suffix).unlink(missing_ok=True)
+                _remove(path)
     elif place.kind == "postgresql+psycopg":
         import psycopg
 
@@ -337,9 +336,7 @@ async def raw_cas(place: Place) -> AsyncIterator[Cas]:
                 f"CREATE TABLE {table} (name TEXT PRIMARY KEY, version BIGINT, data TEXT)"
             )
             connection.execute(f"INSERT INTO {table} VALUES (%s, 0, %s)", (BREAKER, PAYLOAD))
-            update = (
-                f"UPDATE {table} SET version = %s, data = %s WHERE name = %s AND version = %s"
-            )
+            update = f"UPDATE {table} SET version = %s, data = %s WHERE name = %s AND version = %s"
 
             def write(expected: int) -> bool:
                 cursor = connection.execute(update, (expected + 1, PAYLOAD, BREAKER, expected))
@@ -367,9 +364,7 @@ async def raw_cas(place: Place) -> AsyncIterator[Cas]:
             update = f"UPDATE {table} SET version = $1, data = $2 WHERE name = $3 AND version = $4"
 
             async def cas(expected: int) -> bool:
-                status = await connection.execute(
-                    update, expected + 1, PAYLOAD, BREAKER, expected
-                )
+                status = await connection.execute(update, expected + 1, PAYLOAD, BREAKER, expected)
                 return bool(status == "UPDATE 1")
 
             yield cas
@@ -416,7 +411,11 @@ class StorageResults:
     """Every storage measurement, per kind and runtime, one entry per round."""
 
     costs: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
-    """(runtime, kind or "memory" or "raw:<kind>", "closed" | "failure") -> seconds."""
+    """(runtime, series, "closed" | "failure") -> seconds per call, per round.
+
+    A series is a storage kind, "raw:<kind>" (the raw compare-and-set) or
+    "memory:<kind>" (the in-memory breaker measured in the same rounds).
+    """
     processes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """(kind, runtime) -> the multi-process run's figures."""
     skipped: dict[str, str] = field(default_factory=dict)
@@ -426,6 +425,16 @@ class StorageResults:
     def cost(self, runtime: str, series: str, part: str) -> float:
         """Median seconds per call over the rounds."""
         return median(self.costs.get((runtime, series, part), []))
+
+    def memory_cost(self, runtime: str, part: str) -> float:
+        """Median seconds per call of the in-memory breaker, over every round."""
+        pooled = [
+            cost
+            for (at, series, of), costs in self.costs.items()
+            if at == runtime and of == part and series.startswith("memory:")
+            for cost in costs
+        ]
+        return median(pooled)
 
     def ratio(self, runtime: str, series: str, base: str, part: str) -> float:
         """Median over rounds of (series cost / base cost) for ``part``."""
@@ -471,16 +480,14 @@ async def _round(
         async with open_storage(place) as storage:
             closed = CircuitBreaker(BREAKER, storage=storage)
             failing = CircuitBreaker(BREAKER + "-failing", storage=storage, **FAILURE_SETTINGS)
-            costs[runtime, "memory", "closed"] = await per_call(
+            costs[runtime, "memory:" + kind.key, "closed"] = await per_call(
                 _closed_loop(memory_closed), n_closed
             )
             costs[runtime, kind.key, "closed"] = await per_call(_closed_loop(closed), n_closed)
-            costs[runtime, "memory", "failure"] = await per_call(
+            costs[runtime, "memory:" + kind.key, "failure"] = await per_call(
                 _failure_loop(memory_failing), n_failures
             )
-            costs[runtime, kind.key, "failure"] = await per_call(
-                _failure_loop(failing), n_failures
-            )
+            costs[runtime, kind.key, "failure"] = await per_call(_failure_loop(failing), n_failures)
             stats = failing.get_stats()
             if stats.failed_calls < n_failures:
                 raise RuntimeError(f"{kind.key}: failures were not recorded: {stats}")
@@ -503,7 +510,7 @@ async def _round(
 def measure_storages(
     rounds: int,
     n_closed: int,
-    n_failures: int,
+    n_failures: dict[str, int],
     process_failures: dict[str, int],
     kinds: list[str] | None = None,
     runtimes: tuple[str, ...] = RUNTIMES,
@@ -528,7 +535,12 @@ def measure_storages(
                         continue
                     try:
                         costs = anyio.run(
-                            _round, kind, runtime, directory, n_closed, n_failures,
+                            _round,
+                            kind,
+                            runtime,
+                            directory,
+                            n_closed,
+                            n_failures[kind.key],
                             backend=runtime,
                         )
                     except Exception as error:  # report a broken storage, keep going
@@ -594,14 +606,12 @@ def run_processes(
     backend = runtime
     try:
         start_version = anyio.run(_prepare, place, backend=backend)
-        start_at = time.time() + 2.0 + 0.3 * processes
         worker = Path(__file__).with_name("workers.py")
         spec = json.dumps(
             {
                 "place": place.__dict__,
                 "runtime": runtime,
                 "failures": failures,
-                "start_at": start_at,
                 "settings": FAILURE_SETTINGS,
                 "breaker": BREAKER,
             }
@@ -609,16 +619,25 @@ def run_processes(
         children = [
             subprocess.Popen(
                 [sys.executable, str(worker), spec],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
             for _ in range(processes)
         ]
-        reports: list[dict[str, Any]] = []
         errors: list[str] = []
+        ready = []
         for child in children:
-            out, err = child.communicate(timeout=600)
+            assert child.stdout is not None
+            if child.stdout.readline().strip() == "ready":
+                ready.append(child)
+        # Every process has imported, connected and read the breaker: start
+        # them together, a moment from now.
+        start_at = time.time() + 0.05
+        reports: list[dict[str, Any]] = []
+        for child in children:
+            out, err = child.communicate(f"{start_at}\n" if child in ready else "", timeout=600)
             if child.returncode != 0:
                 errors.append(err.strip().splitlines()[-1] if err.strip() else "crashed")
                 continue
@@ -627,8 +646,22 @@ def run_processes(
     finally:
         anyio.run(_cleanup, place, backend=backend)
     recorded = sum(report["recorded"] for report in reports)
-    late_start = max((report["started"] - start_at for report in reports), default=0.0)
-    finished = max((report["finished"] for report in reports), default=start_at)
+    if not reports:
+        return {
+            "processes": processes,
+            "failures_each": failures,
+            "recorded": 0,
+            "versions": 0,
+            "lost": 0,
+            "other_errors": len(errors),
+            "errors": errors,
+            "elapsed": float("nan"),
+            "late_start": float("nan"),
+            "outcomes_per_second": float("nan"),
+        }
+    start_at = min(report["start_at"] for report in reports)
+    late_start = max(report["started"] - start_at for report in reports)
+    finished = max(report["finished"] for report in reports)
     elapsed = finished - start_at
     return {
         "processes": processes,

@@ -1,8 +1,9 @@
 """One worker process of the multi-process storage benchmark.
 
-``python benchmarks/workers.py SPEC``: open the storage SPEC names, wait for
-the common start time, record SPEC's number of failures on the shared
-breaker, and print one JSON line with what happened.
+``python benchmarks/workers.py SPEC``: open the storage SPEC names, print
+``ready``, read the common start time from standard input, wait for it,
+record SPEC's number of failures on the shared breaker, and print one JSON
+line with what happened.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from typing import Any
 
 import anyio
-
+import anyio.to_thread
 from libraries import Boom, fail, quiet_warnings
 from storages import Place, open_storage
 
@@ -28,7 +29,9 @@ async def work(spec: dict[str, Any]) -> dict[str, Any]:
         breaker = CircuitBreaker(spec["breaker"], storage=storage, **spec["settings"])
         # Open connections and warm caches before the clock starts.
         await breaker.get_state()
-        await anyio.sleep(max(0.0, spec["start_at"] - time.time()))
+        print("ready", flush=True)
+        start_at = float(await anyio.to_thread.run_sync(sys.stdin.readline))
+        await anyio.sleep(max(0.0, start_at - time.time()))
         started = time.time()
         for _ in range(spec["failures"]):
             try:
@@ -45,6 +48,7 @@ async def work(spec: dict[str, Any]) -> dict[str, Any]:
         "recorded": recorded,
         "other_errors": other,
         "error_samples": samples,
+        "start_at": start_at,
         "started": started,
         "finished": finished,
     }
