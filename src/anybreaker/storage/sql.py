@@ -187,8 +187,9 @@ class SQLAlchemyStorage(StorageBase):
         if not self._owns_engine:
             ops = ops.execution_options(isolation_level="AUTOCOMMIT")
         self._ops = ops
-        if self._owns_engine and self._sqlite and engine is not None:
-            sa.event.listen(engine, "connect", _configure_sqlite_connection)
+        if self._owns_engine and self._sqlite:
+            made = engine if self._async_engine is None else self._async_engine.sync_engine
+            sa.event.listen(made, "connect", _configure_sqlite_connection)
         # An engine the storage made has a bounded pool; never ask it for
         # more connections at once than it holds.
         self._limiter: anyio.CapacityLimiter | None = None
@@ -382,7 +383,7 @@ class SQLAlchemyStorage(StorageBase):
                     connection.exec_driver_sql(f"PRAGMA journal_mode={wanted}")
                 if self._owns_engine:
                     # This pooled connection was configured before the switch.
-                    _configure_sqlite_connection(connection.connection.driver_connection, None)
+                    _configure_sqlite_connection(connection.connection.dbapi_connection, None)
             # Taking the write lock first: two processes starting on one new
             # file create the tables once, and neither sees half of them.
             connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -652,14 +653,15 @@ def _engine(
         url = sa.make_url(url_or_engine)
     except sa.exc.ArgumentError as error:
         raise ValueError(f"not a database URL: {url_or_engine!r}") from error
+    if url.get_backend_name() not in _DIALECTS:
+        raise ValueError(
+            f"SQLAlchemyStorage supports SQLite and PostgreSQL, not {url.get_backend_name()!r}"
+        )
     if url.drivername == "postgresql":
         # SQLAlchemy's default PostgreSQL driver is psycopg2; the extra
         # anybreaker[postgres] installs psycopg 3.
         url = url.set(drivername="postgresql+psycopg")
-    try:
-        dialect_class = url.get_dialect()
-    except sa.exc.NoSuchModuleError as error:
-        raise ValueError(f"unknown database in URL {url!r}: {error}") from error
+    dialect_class = url.get_dialect()
     options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
     if url.get_backend_name() == "sqlite" and (url.database or "") in ("", ":memory:"):
         # One shared connection: each thread of SingletonThreadPool would
@@ -693,15 +695,20 @@ def _async_engine_type() -> type[AsyncEngine] | None:
 
 def _configure_sqlite_connection(dbapi_connection: Any, record: Any) -> None:
     """Per-connection settings for engines the storage creates (none persist)."""
-    dbapi_connection.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT * 1000)}")
+    cursor = dbapi_connection.cursor()
     try:
-        mode = dbapi_connection.execute("PRAGMA journal_mode").fetchone()
-    except sqlite3.Error:
-        return  # Not a database: the operation itself reports it.
-    if mode is not None and str(mode[0]).lower() == "wal":
-        # In WAL mode NORMAL cannot corrupt the database; it only risks the
-        # last commits on power loss, and spares an fsync per write.
-        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT * 1000)}")
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            mode = cursor.fetchone()
+        except sqlite3.Error:
+            return  # Not a database: the operation itself reports it.
+        if mode is not None and str(mode[0]).lower() == "wal":
+            # In WAL mode NORMAL cannot corrupt the database; it only risks
+            # the last commits on power loss, and spares an fsync per write.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
 
 
 def _require_asyncio() -> None:

@@ -1,0 +1,670 @@
+"""SQLAlchemyStorage and SQLiteStorage as storages: tables, files, set-up, lifecycle."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from anybreaker import BreakerRecord, CircuitBreaker, CircuitState, StorageError
+from anybreaker.testing import FakeClock
+
+from ._storages import POSTGRES_HOST, POSTGRES_PORT, postgres_url, require_server, unique_name
+
+sql = pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[sqlite]")
+sa = pytest.importorskip("sqlalchemy")
+
+pytestmark = pytest.mark.anyio
+
+TABLE = "anybreaker_breakers"
+
+
+def record(version: int, state: CircuitState = CircuitState.CLOSED) -> BreakerRecord:
+    """A record with ``version`` that says something recognisable."""
+    return BreakerRecord(state=state, version=version, changed_at=float(version))
+
+
+def journal_mode(path: Path) -> str:
+    """The journal mode stored in the database file at ``path``."""
+    with sqlite3.connect(path) as connection:
+        mode: str = connection.execute("PRAGMA journal_mode").fetchone()[0]
+    connection.close()
+    return mode
+
+
+def tables(path: Path) -> set[str]:
+    """The names of the tables in the database file at ``path``."""
+    connection = sqlite3.connect(path)
+    try:
+        rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {name for (name,) in rows}
+    finally:
+        connection.close()
+
+
+def run_sql(path: Path, *statements: str) -> None:
+    """Run ``statements`` on the database file at ``path`` and commit."""
+    connection = sqlite3.connect(path)
+    try:
+        for statement in statements:
+            connection.execute(statement)
+        connection.commit()
+    finally:
+        connection.close()
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file in ``directory`` with its bytes."""
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+def open_descriptors(path: Path) -> int:
+    """How many file descriptors of this process point at ``path``."""
+    count = 0
+    for entry in Path("/proc/self/fd").iterdir():
+        try:
+            if os.readlink(entry) == str(path):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+# -- the Storage protocol on a file -----------------------------------------
+
+
+async def test_records_survive_reopening_the_file(tmp_path: Path) -> None:
+    """A record written through one storage is read back by a new one on the same file."""
+    path = tmp_path / "breakers.db"
+    async with sql.SQLiteStorage(path) as storage:
+        assert await storage.compare_and_set("model-api", None, record(1, CircuitState.OPEN))
+    async with sql.SQLiteStorage(str(path)) as storage:
+        assert await storage.get("model-api") == record(1, CircuitState.OPEN)
+        assert await storage.names() == ["model-api"]
+
+
+async def test_compare_and_set_checks_the_stored_version(tmp_path: Path) -> None:
+    """compare_and_set stores only over the expected version, and never over a missing row."""
+    async with sql.SQLiteStorage(tmp_path / "breakers.db") as storage:
+        assert not await storage.compare_and_set("a", 1, record(2))
+        assert await storage.compare_and_set("a", None, record(1))
+        assert not await storage.compare_and_set("a", None, record(1))
+        assert not await storage.compare_and_set("a", 2, record(3))
+        assert await storage.compare_and_set("a", 1, record(2))
+        assert await storage.get("a") == record(2)
+        with pytest.raises(ValueError, match=r"record\.version must be 3"):
+            await storage.compare_and_set("a", 2, record(5))
+
+
+async def test_one_of_many_racing_writers_wins(tmp_path: Path) -> None:
+    """Writers on several storages racing from one version: exactly one compare-and-set wins."""
+    path = tmp_path / "breakers.db"
+    storages = [sql.SQLiteStorage(path) for _ in range(4)]
+    try:
+        assert await storages[0].compare_and_set("a", None, record(1))
+        wins: list[int] = []
+
+        async def write(index: int) -> None:
+            if await storages[index % 4].compare_and_set("a", 1, record(2)):
+                wins.append(index)
+
+        async with anyio.create_task_group() as group:
+            for index in range(16):
+                group.start_soon(write, index)
+        assert len(wins) == 1
+        assert (await storages[1].get("a")) == record(2)
+    finally:
+        for storage in storages:
+            await storage.aclose()
+
+
+async def test_names_and_delete(tmp_path: Path) -> None:
+    """names() lists exactly the stored names; delete removes one and ignores a missing one."""
+    async with sql.SQLiteStorage(tmp_path / "breakers.db") as storage:
+        for name in ("b", "a", "c d"):
+            assert await storage.compare_and_set(name, None, record(1))
+        await storage.delete("b")
+        await storage.delete("never-stored")
+        assert await storage.names() == ["a", "c d"]
+        assert await storage.get("b") is None
+
+
+async def test_memory_database_is_shared_by_every_worker_thread() -> None:
+    """SQLiteStorage(':memory:') is one database, whatever thread runs the statement."""
+    async with sql.SQLiteStorage(":memory:") as storage:
+
+        async def write(name: str) -> None:
+            assert await storage.compare_and_set(name, None, record(1))
+
+        async with anyio.create_task_group() as group:
+            for index in range(20):
+                group.start_soon(write, f"breaker-{index:02}")
+        assert await storage.names() == [f"breaker-{index:02}" for index in range(20)]
+
+
+async def test_a_breaker_reopened_on_the_file_is_still_open(tmp_path: Path) -> None:
+    """A breaker that opened is open for a new breaker and storage on the same file."""
+    clock = FakeClock()
+    path = tmp_path / "breakers.db"
+    async with sql.SQLiteStorage(path) as storage:
+        breaker = CircuitBreaker("api", storage=storage, clock=clock, failure_threshold=1)
+        await breaker.record_failure(RuntimeError("down"))
+        assert breaker.state is CircuitState.OPEN
+    clock.advance(10)
+    async with sql.SQLiteStorage(path) as storage:
+        again = CircuitBreaker("api", storage=storage, clock=clock, timeout=30)
+        assert await again.get_state() is CircuitState.OPEN
+        assert again.get_time_until_retry() == pytest.approx(20)
+
+
+async def test_stored_record_it_cannot_read_is_a_storage_error(tmp_path: Path) -> None:
+    """A row whose record is not valid JSON of a record fails with StorageError, not ValueError."""
+    path = tmp_path / "breakers.db"
+    async with sql.SQLiteStorage(path) as storage:
+        assert await storage.compare_and_set("a", None, record(1))
+        run_sql(path, f"UPDATE {TABLE} SET record = '{{not json' WHERE name = 'a'")
+        with pytest.raises(StorageError, match="'a'") as caught:
+            await storage.get("a")
+        assert isinstance(caught.value.__cause__, ValueError)
+
+
+# -- the library's own schema -------------------------------------------------
+
+
+async def test_creates_its_tables_with_a_schema_version(tmp_path: Path) -> None:
+    """First use creates the breakers table and a marker table holding the schema version."""
+    path = tmp_path / "breakers.db"
+    async with sql.SQLiteStorage(path) as storage:
+        await storage.names()
+    assert tables(path) == {TABLE, f"{TABLE}_meta"}
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute(f"SELECT key, value FROM {TABLE}_meta").fetchall() == [
+            ("schema_version", "1")
+        ]
+        columns = {row[1] for row in connection.execute(f"PRAGMA table_info({TABLE})")}
+    finally:
+        connection.close()
+    assert columns == {"name", "version", "state", "record"}
+
+
+async def test_coexists_with_the_applications_tables(tmp_path: Path) -> None:
+    """In an application's database the storage adds its tables and leaves the rest alone."""
+    path = tmp_path / "app.db"
+    run_sql(
+        path,
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)",
+        "INSERT INTO users (name) VALUES ('ada')",
+    )
+    async with sql.SQLiteStorage(path) as storage:
+        assert await storage.compare_and_set("a", None, record(1))
+    assert tables(path) == {"users", TABLE, f"{TABLE}_meta"}
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute("SELECT name FROM users").fetchall() == [("ada",)]
+    finally:
+        connection.close()
+
+
+async def test_table_name_is_configurable(tmp_path: Path) -> None:
+    """Storages with different table names on one file keep separate records."""
+    path = tmp_path / "breakers.db"
+    async with (
+        sql.SQLiteStorage(path, table="team_a") as first,
+        sql.SQLiteStorage(path, table="team_b") as second,
+    ):
+        assert await first.compare_and_set("api", None, record(1))
+        assert await second.names() == []
+    assert tables(path) == {"team_a", "team_a_meta", "team_b", "team_b_meta"}
+
+
+async def test_a_file_it_creates_uses_wal(tmp_path: Path) -> None:
+    """A database file the storage creates itself is switched to WAL."""
+    path = tmp_path / "breakers.db"
+    async with sql.SQLiteStorage(path) as storage:
+        await storage.names()
+    assert journal_mode(path) == "wal"
+
+
+async def test_an_existing_database_keeps_its_journal_mode(tmp_path: Path) -> None:
+    """An existing database keeps its journal mode, a persistent setting it did not choose."""
+    path = tmp_path / "app.db"
+    run_sql(path, "CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    assert journal_mode(path) == "delete"
+    async with sql.SQLiteStorage(path) as storage:
+        assert await storage.compare_and_set("a", None, record(1))
+    assert journal_mode(path) == "delete"
+
+
+async def test_journal_mode_is_switched_when_asked(tmp_path: Path) -> None:
+    """journal_mode= switches an existing database, and keeps a new one out of WAL."""
+    existing = tmp_path / "app.db"
+    run_sql(existing, "CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    async with sql.SQLiteStorage(existing, journal_mode="wal") as storage:
+        await storage.names()
+    assert journal_mode(existing) == "wal"
+    new = tmp_path / "new.db"
+    async with sql.SQLiteStorage(new, journal_mode="delete") as storage:
+        await storage.names()
+    assert journal_mode(new) == "delete"
+
+
+FOREIGN_SHAPES = {
+    "same name, other columns": [
+        f"CREATE TABLE {TABLE} (id INTEGER PRIMARY KEY, payload BLOB)",
+        f"INSERT INTO {TABLE} (payload) VALUES (x'00ff')",
+    ],
+    "same columns, no schema marker": [
+        f"CREATE TABLE {TABLE} (name TEXT PRIMARY KEY, version INTEGER, state TEXT, record TEXT)",
+        f"INSERT INTO {TABLE} VALUES ('a', 1, 'closed', '{{}}')",
+    ],
+    "a marker table of another shape": [
+        f"CREATE TABLE {TABLE} (name TEXT PRIMARY KEY, version INTEGER, state TEXT, record TEXT)",
+        f"CREATE TABLE {TABLE}_meta (id INTEGER PRIMARY KEY)",
+    ],
+    "a newer schema version": [
+        f"CREATE TABLE {TABLE} (name TEXT PRIMARY KEY, version INTEGER, state TEXT, record TEXT)",
+        f"CREATE TABLE {TABLE}_meta (key TEXT PRIMARY KEY, value TEXT)",
+        f"INSERT INTO {TABLE}_meta VALUES ('schema_version', '99')",
+    ],
+    "our marker, other columns": [
+        f"CREATE TABLE {TABLE} (name TEXT PRIMARY KEY, version INTEGER)",
+        f"CREATE TABLE {TABLE}_meta (key TEXT PRIMARY KEY, value TEXT)",
+        f"INSERT INTO {TABLE}_meta VALUES ('schema_version', '1')",
+    ],
+    "only a marker table": [
+        f"CREATE TABLE {TABLE}_meta (key TEXT PRIMARY KEY, value TEXT)",
+        f"INSERT INTO {TABLE}_meta VALUES ('schema_version', '1')",
+    ],
+}
+
+
+@pytest.mark.parametrize("shape", FOREIGN_SHAPES)
+async def test_a_table_it_does_not_know_is_refused_untouched(tmp_path: Path, shape: str) -> None:
+    """A table of its name with an unknown shape: StorageError, and not one byte changed."""
+    path = tmp_path / "app.db"
+    run_sql(path, *FOREIGN_SHAPES[shape])
+    before = snapshot(tmp_path)
+    async with sql.SQLiteStorage(path) as storage:
+        for operation in (storage.names(), storage.get("a"), storage.delete("a")):
+            with pytest.raises(StorageError, match=TABLE):
+                await operation
+        with pytest.raises(StorageError):
+            await storage.compare_and_set("a", None, record(1))
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"this is my shopping list\n" * 100, b"SQLite format 3\x00" + b"\xff" * 200, os.urandom(4096)],
+    ids=["text", "bad header", "random"],
+)
+async def test_a_file_that_is_not_sqlite_is_refused_untouched(
+    tmp_path: Path, content: bytes
+) -> None:
+    """A file that is not SQLite: StorageError with the driver's cause, bytes unchanged."""
+    path = tmp_path / "notes.db"
+    path.write_bytes(content)
+    before = snapshot(tmp_path)
+    async with sql.SQLiteStorage(path) as storage:
+        with pytest.raises(StorageError) as caught:
+            await storage.names()
+        assert isinstance(caught.value.__cause__, sa.exc.DBAPIError)
+        with pytest.raises(StorageError):
+            await storage.compare_and_set("a", None, record(1))
+    assert snapshot(tmp_path) == before
+
+
+async def test_a_refused_table_is_accepted_once_it_is_gone(tmp_path: Path) -> None:
+    """A refusal is not remembered: once the foreign table is dropped, the storage sets up."""
+    path = tmp_path / "app.db"
+    run_sql(path, f"CREATE TABLE {TABLE} (id INTEGER PRIMARY KEY)")
+    async with sql.SQLiteStorage(path) as storage:
+        with pytest.raises(StorageError):
+            await storage.names()
+        run_sql(path, f"DROP TABLE {TABLE}")
+        assert await storage.compare_and_set("a", None, record(1))
+
+
+# -- constructor arguments --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "table",
+    ["", "1st", "has-dash", "has space", "x" * 59, "a;DROP TABLE users", "é", 42],
+)
+def test_table_must_be_an_identifier(tmp_path: Path, table: Any) -> None:
+    """A table name that is not a plain identifier is refused before any SQL runs."""
+    with pytest.raises(ValueError, match="table"):
+        sql.SQLiteStorage(tmp_path / "b.db", table=table)
+    with pytest.raises(ValueError, match="table"):
+        sql.SQLAlchemyStorage(postgres_url("psycopg"), table=table)
+
+
+@pytest.mark.parametrize("schema", ["", "a.b", "public; --", "x" * 59])
+def test_schema_must_be_an_identifier(schema: str) -> None:
+    """A PostgreSQL schema name that is not a plain identifier is refused."""
+    with pytest.raises(ValueError, match="schema"):
+        sql.SQLAlchemyStorage(postgres_url("psycopg"), schema=schema)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "match"),
+    [
+        ({"staleness": -1}, ValueError, "staleness"),
+        ({"staleness": float("nan")}, ValueError, "staleness"),
+        ({"staleness": "0.1"}, TypeError, "staleness"),
+        ({"lock_timeout": 0}, ValueError, "lock_timeout"),
+        ({"lock_timeout": float("inf")}, ValueError, "lock_timeout"),
+        ({"journal_mode": "off"}, ValueError, "journal_mode"),
+        ({"journal_mode": "memory"}, ValueError, "journal_mode"),
+    ],
+)
+def test_bad_options_are_refused(
+    tmp_path: Path, arguments: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    """Bad option values raise ValueError or TypeError naming the option."""
+    with pytest.raises(error, match=match):
+        sql.SQLiteStorage(tmp_path / "b.db", **arguments)
+
+
+def test_bad_targets_are_refused(tmp_path: Path) -> None:
+    """Not a path, not a URL, an unsupported database, options of another database: refused."""
+    with pytest.raises(TypeError, match="path"):
+        sql.SQLiteStorage(42)
+    with pytest.raises(TypeError, match="url_or_engine"):
+        sql.SQLAlchemyStorage(42)
+    with pytest.raises(ValueError, match="not a database URL"):
+        sql.SQLAlchemyStorage("no scheme here")
+    with pytest.raises(ValueError, match="SQLite and PostgreSQL"):
+        sql.SQLAlchemyStorage("mysql://user@localhost/app")
+    with pytest.raises(ValueError, match="schema"):
+        sql.SQLAlchemyStorage(f"sqlite:///{tmp_path / 'b.db'}", schema="public")
+    with pytest.raises(ValueError, match="journal_mode"):
+        sql.SQLAlchemyStorage(postgres_url("psycopg"), journal_mode="wal")
+    with pytest.raises(ValueError, match="journal_mode"):
+        sql.SQLiteStorage(":memory:", journal_mode="wal")
+
+
+def test_staleness_defaults_to_a_tenth_of_a_second(tmp_path: Path) -> None:
+    """staleness is 0.1 s unless set, and can be set down to 0."""
+    assert sql.SQLiteStorage(tmp_path / "b.db").staleness == 0.1
+    assert sql.SQLiteStorage(tmp_path / "b.db", staleness=0).staleness == 0.0
+    assert sql.SQLAlchemyStorage(postgres_url("psycopg"), staleness=2).staleness == 2.0
+
+
+def test_missing_sqlalchemy_names_the_extra() -> None:
+    """Without SQLAlchemy, importing the module says which extra to install."""
+    code = (
+        "import sys; sys.modules['sqlalchemy'] = None\n"
+        "try:\n"
+        "    import anybreaker.storage.sql\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert 'pip install "anybreaker[sqlite]"' in result.stdout
+
+
+# -- lifecycle --------------------------------------------------------------
+
+
+async def test_entering_touches_no_file(tmp_path: Path) -> None:
+    """Creating and entering a storage opens nothing: the file appears on first use."""
+    path = tmp_path / "breakers.db"
+    async with sql.SQLiteStorage(path) as storage:
+        assert not path.exists()
+        await storage.names()
+        assert path.exists()
+
+
+async def test_usable_without_async_with_and_closed_idempotently(tmp_path: Path) -> None:
+    """Used directly the storage opens lazily; aclose() twice is fine; then use is refused."""
+    storage = sql.SQLiteStorage(tmp_path / "breakers.db")
+    assert await storage.compare_and_set("a", None, record(1))
+    await storage.aclose()
+    await storage.aclose()
+    for operation in (
+        storage.get("a"),
+        storage.names(),
+        storage.delete("a"),
+        storage.compare_and_set("a", 1, record(2)),
+    ):
+        with pytest.raises(StorageError, match="closed"):
+            await operation
+    with pytest.raises(StorageError, match="closed"):
+        async with storage:
+            pass
+
+
+async def test_closing_releases_the_file(tmp_path: Path) -> None:
+    """aclose() disposes of the engine the storage created: no descriptor on the file remains."""
+    path = tmp_path / "breakers.db"
+    storage = sql.SQLiteStorage(path)
+    await storage.names()
+    assert open_descriptors(path) >= 1
+    await storage.aclose()
+    assert open_descriptors(path) == 0
+
+
+async def test_an_engine_it_was_given_stays_the_callers(tmp_path: Path) -> None:
+    """A given Engine still works after the storage closes, in the caller's own isolation level."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    try:
+        async with sql.SQLAlchemyStorage(engine) as storage:
+            assert await storage.compare_and_set("a", None, record(1))
+        with engine.connect() as connection:
+            assert connection.execute(sa.text(f"SELECT name FROM {TABLE}")).scalars().all() == ["a"]
+            assert connection.get_isolation_level() != "AUTOCOMMIT"
+    finally:
+        engine.dispose()
+
+
+async def test_unreachable_server_fails_per_operation(tmp_path: Path) -> None:
+    """Entering with a server that does not answer works; each operation raises StorageError."""
+    pytest.importorskip("psycopg", reason="needs anybreaker[postgres]")
+    with socket_nobody_listens_on() as port:
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/test"
+        async with sql.SQLAlchemyStorage(url) as storage:
+            with pytest.raises(StorageError) as caught:
+                await storage.get("a")
+            assert isinstance(caught.value.__cause__, sa.exc.DBAPIError)
+            with pytest.raises(StorageError):
+                await storage.compare_and_set("a", None, record(1))
+
+
+def socket_nobody_listens_on() -> Any:
+    """A context giving a local TCP port with nothing listening on it."""
+    import contextlib
+    import socket
+
+    @contextlib.contextmanager
+    def reserve() -> Iterator[int]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            yield probe.getsockname()[1]
+
+    return reserve()
+
+
+# -- AsyncEngine --------------------------------------------------------------
+
+
+async def test_async_engine_is_refused_under_trio(tmp_path: Path, anyio_backend: str) -> None:
+    """Under trio an AsyncEngine is refused saying why and what to pass; under asyncio it works."""
+    pytest.importorskip("aiosqlite", reason="needs anybreaker[aiosqlite]")
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'breakers.db'}")
+    storage = sql.SQLAlchemyStorage(engine)
+    if anyio_backend == "trio":
+        with pytest.raises(RuntimeError, match=r"asyncio.*trio.*URL or a sync Engine"):
+            async with storage:
+                pass
+        with pytest.raises(RuntimeError, match="AsyncEngine"):
+            await storage.get("a")
+        await storage.aclose()
+        engine.sync_engine.dispose()
+        return
+    try:
+        async with storage:
+            assert await storage.compare_and_set("a", None, record(1))
+            assert await storage.get("a") == record(1)
+        # The caller's engine is still open and holds the record.
+        async with engine.connect() as connection:
+            result = await connection.execute(sa.text(f"SELECT version FROM {TABLE}"))
+            assert result.scalars().all() == [1]
+    finally:
+        await engine.dispose()
+
+
+async def test_async_url_makes_and_disposes_its_own_engine(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """An async driver URL gets an AsyncEngine of the storage's own, closed with it."""
+    pytest.importorskip("aiosqlite", reason="needs anybreaker[aiosqlite]")
+    if anyio_backend == "trio":
+        pytest.skip("SQLAlchemy's async engine needs asyncio")
+    path = tmp_path / "breakers.db"
+    async with sql.SQLAlchemyStorage(f"sqlite+aiosqlite:///{path}") as storage:
+        assert await storage.compare_and_set("a", None, record(1))
+        assert journal_mode(path) == "wal"
+    assert open_descriptors(path) == 0
+
+
+# -- PostgreSQL ---------------------------------------------------------------
+
+
+def postgres_engine() -> Any:
+    """A sync engine on the test database, skipping the test when the server is absent."""
+    pytest.importorskip("psycopg", reason="needs anybreaker[postgres]")
+    require_server("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
+    return sa.create_engine(postgres_url("psycopg"), isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture
+def postgres_schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema, dropped with everything in it afterwards."""
+    engine = postgres_engine()
+    schema = unique_name("anybreaker_schema")
+    with engine.connect() as connection:
+        connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield schema
+    finally:
+        with engine.connect() as connection:
+            connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+
+@pytest.mark.server
+async def test_postgres_schema_and_table_are_configurable(postgres_schema: str) -> None:
+    """schema= and table= place the storage's tables; other schemas do not see its records."""
+    table = unique_name("breakers")
+    async with (
+        sql.SQLAlchemyStorage(postgres_url("psycopg"), schema=postgres_schema, table=table) as ours,
+        sql.SQLAlchemyStorage(postgres_url("psycopg"), table=table) as public,
+    ):
+        try:
+            assert await ours.compare_and_set("api", None, record(1, CircuitState.OPEN))
+            assert await public.names() == []
+            assert await ours.get("api") == record(1, CircuitState.OPEN)
+            engine = postgres_engine()
+            try:
+                inspector = sa.inspect(engine)
+                assert set(inspector.get_table_names(schema=postgres_schema)) == {
+                    table,
+                    f"{table}_meta",
+                }
+            finally:
+                engine.dispose()
+        finally:
+            await sql.drop_table(public)
+
+
+@pytest.mark.server
+async def test_postgres_missing_schema_is_a_storage_error() -> None:
+    """A schema that does not exist is reported, not created."""
+    postgres_engine().dispose()
+    schema = unique_name("missing")
+    async with sql.SQLAlchemyStorage(postgres_url("psycopg"), schema=schema) as storage:
+        with pytest.raises(StorageError, match=f"{schema}.*does not exist"):
+            await storage.names()
+
+
+@pytest.mark.server
+async def test_postgres_foreign_table_is_refused_untouched(postgres_schema: str) -> None:
+    """A PostgreSQL table of its name with another shape: StorageError, rows unchanged."""
+    engine = postgres_engine()
+    try:
+        with engine.connect() as connection:
+            connection.execute(
+                sa.text(f"CREATE TABLE {postgres_schema}.{TABLE} (id int PRIMARY KEY, note text)")
+            )
+            connection.execute(sa.text(f"INSERT INTO {postgres_schema}.{TABLE} VALUES (1, 'x')"))
+        async with sql.SQLAlchemyStorage(
+            postgres_url("psycopg"), schema=postgres_schema
+        ) as storage:
+            with pytest.raises(StorageError, match=TABLE):
+                await storage.compare_and_set("a", None, record(1))
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text(f"SELECT * FROM {postgres_schema}.{TABLE}")).all()
+            assert [tuple(row) for row in rows] == [(1, "x")]
+            assert sa.inspect(connection).get_table_names(schema=postgres_schema) == [TABLE]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.server
+async def test_postgres_storages_starting_together_create_the_tables_once(
+    postgres_schema: str,
+) -> None:
+    """Several storages set up one new table at once; all succeed and one record wins."""
+    storages = [
+        sql.SQLAlchemyStorage(postgres_url("psycopg"), schema=postgres_schema) for _ in range(6)
+    ]
+    wins: list[bool] = []
+    try:
+
+        async def write(storage: Any) -> None:
+            wins.append(await storage.compare_and_set("a", None, record(1)))
+
+        async with anyio.create_task_group() as group:
+            for storage in storages:
+                group.start_soon(write, storage)
+        assert sorted(wins) == [False] * 5 + [True]
+    finally:
+        for storage in storages:
+            await storage.aclose()
+
+
+@pytest.mark.server
+async def test_postgres_plain_url_uses_psycopg(postgres_schema: str) -> None:
+    """A postgresql:// URL without a driver runs on psycopg 3, the driver of the extra."""
+    url = postgres_url("psycopg").replace("postgresql+psycopg://", "postgresql://")
+    async with sql.SQLAlchemyStorage(url, schema=postgres_schema) as storage:
+        assert await storage.compare_and_set("a", None, record(1))
+        assert await storage.names() == ["a"]
+
+
+@pytest.mark.server
+async def test_drop_table_removes_both_tables(postgres_schema: str) -> None:
+    """drop_table() drops the table and its marker; the next use creates them again."""
+    async with sql.SQLAlchemyStorage(postgres_url("psycopg"), schema=postgres_schema) as storage:
+        assert await storage.compare_and_set("a", None, record(1))
+        await sql.drop_table(storage)
+        engine = postgres_engine()
+        try:
+            assert sa.inspect(engine).get_table_names(schema=postgres_schema) == []
+        finally:
+            engine.dispose()
+        assert await storage.names() == []
