@@ -94,11 +94,13 @@ async def test_sqlite_url_gives_the_path_after_the_third_slash(url: str, path: s
 @pytest.mark.usefixtures("fake_sql")
 async def test_sqlite_url_options_are_converted() -> None:
     """Query options of a sqlite URL reach the storage as typed values."""
-    storage = storage_from_url("sqlite:///b.db?staleness=0.25&table=app_breakers")
+    storage = storage_from_url(
+        "sqlite:///b.db?staleness=0.25&table=app_breakers&lock_timeout=3&journal_mode=wal"
+    )
     assert constructed(storage) == (
         "SQLiteStorage",
         ("b.db",),
-        {"staleness": 0.25, "table": "app_breakers"},
+        {"staleness": 0.25, "table": "app_breakers", "lock_timeout": 3.0, "journal_mode": "wal"},
     )
 
 
@@ -122,6 +124,7 @@ async def test_keyword_options_join_the_url_options() -> None:
         ("sqlite:///b.db?staleness=inf", {}, "staleness"),
         ("sqlite:///b.db?staleness=", {}, "staleness"),
         ("sqlite:///b.db?table=", {}, "table"),
+        ("sqlite:///b.db?lock_timeout=0", {}, "lock_timeout"),
         ("sqlite:///b.db?staleness=1&staleness=2", {}, "staleness"),
         ("sqlite:///b.db?staleness=1", {"staleness": 2}, "staleness"),
         ("sqlite:///b.db", {"staleness": True}, "staleness"),

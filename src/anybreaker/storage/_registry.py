@@ -73,8 +73,18 @@ _STALENESS: Final = _seconds(allow_zero=True)
 # scheme family -> the options its storage takes, with their converters
 _OPTIONS: Final[dict[str, dict[str, Converter]]] = {
     "memory": {},
-    "sqlite": {"staleness": _STALENESS, "table": _text},
-    "postgresql": {"staleness": _STALENESS, "table": _text, "schema": _text},
+    "sqlite": {
+        "staleness": _STALENESS,
+        "table": _text,
+        "lock_timeout": _seconds(allow_zero=False),
+        "journal_mode": _text,
+    },
+    "postgresql": {
+        "staleness": _STALENESS,
+        "table": _text,
+        "schema": _text,
+        "lock_timeout": _seconds(allow_zero=False),
+    },
     "redis": {
         "staleness": _STALENESS,
         "prefix": _text,
