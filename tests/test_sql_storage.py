@@ -314,9 +314,8 @@ async def test_a_file_that_is_not_sqlite_is_refused_untouched(
     path.write_bytes(content)
     before = snapshot(tmp_path)
     async with sql.SQLiteStorage(path) as storage:
-        with pytest.raises(StorageError) as caught:
+        with pytest.raises(StorageError, match=r"not a (SQLite )?database"):
             await storage.names()
-        assert isinstance(caught.value.__cause__, sa.exc.DBAPIError)
         with pytest.raises(StorageError):
             await storage.compare_and_set("a", None, record(1))
     assert snapshot(tmp_path) == before

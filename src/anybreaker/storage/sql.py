@@ -83,6 +83,7 @@ _FAILURES: Final = (
     sqlite3.Error,
     OSError,
 )
+_SQLITE_HEADER: Final = b"SQLite format 3\x00"
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
 
@@ -344,14 +345,19 @@ class SQLAlchemyStorage(StorageBase):
                     self._engine.dispose()
 
     def _set_up_sync(self) -> None:
-        if self._sqlite:
-            created = self._path is None or _is_new_file(self._path)
+        created = self._sqlite and (self._path is None or _is_new_file(self._path))
+        if self._path is not None:
+            _check_sqlite_header(self._path)
+        try:
             with self._ops.connect() as connection:
                 self._set_up(connection, created)
-            self._identity = _file_identity(self._path) if self._path is not None else None
-        else:
-            with self._ops.connect() as connection:
-                self._set_up(connection, False)
+        except BaseException:
+            if self._path is not None and self._engine is not None and self._owns_engine:
+                # Do not keep a pooled connection to a file that was refused:
+                # once it is replaced, the next attempt must open the new one.
+                self._engine.dispose()
+            raise
+        self._identity = _file_identity(self._path) if self._path is not None else None
         self._ready = True
 
     async def _set_up_async(self) -> None:
@@ -361,13 +367,11 @@ class SQLAlchemyStorage(StorageBase):
         async with self._async_set_up_lock:
             if self._ready:
                 return
-            if self._sqlite:
-                created = self._path is None or _is_new_file(self._path)
-                async with self._ops.connect() as connection:
-                    await connection.run_sync(self._set_up, created)
-            else:
-                async with self._ops.connect() as connection:
-                    await connection.run_sync(self._set_up, False)
+            created = self._sqlite and (self._path is None or _is_new_file(self._path))
+            if self._path is not None:
+                _check_sqlite_header(self._path)
+            async with self._ops.connect() as connection:
+                await connection.run_sync(self._set_up, created)
             self._ready = True
 
     def _set_up(self, connection: Connection, created: bool) -> None:
@@ -746,6 +750,22 @@ def _is_new_file(path: str) -> bool:
         return os.stat(path).st_size == 0
     except FileNotFoundError:
         return True
+
+
+def _check_sqlite_header(path: str) -> None:
+    """Refuse a file that does not start as a SQLite database does, before SQLite opens it.
+
+    SQLite itself refuses such a file, except when a ``-wal`` file is left
+    next to it (by a database that stood at this path before): it would
+    then read, and could checkpoint, the old database's pages over it.
+    """
+    try:
+        with open(path, "rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    if header and header != _SQLITE_HEADER:
+        raise StorageError(f"{path} is not a SQLite database; left untouched")
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
