@@ -21,7 +21,7 @@ class CallResults:
     """Per-call costs of every library, per runtime and kind, one entry per round."""
 
     costs: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
-    """(runtime, library key, "closed" | "rejected") -> seconds per call, per round."""
+    """(runtime, library key, "closed" | "rejected" | "failure") -> seconds per call."""
     skipped: dict[tuple[str, str], str] = field(default_factory=dict)
     """(runtime, library key) -> why it was not measured there."""
 
@@ -39,15 +39,19 @@ class CallResults:
 
 
 async def _probe(library: Library) -> None:
-    """Build both loops and run them a little: raise if the library fails here."""
-    for make in (library.make_closed, library.make_rejected):
+    """Build every loop and run it a little: raise if the library fails here."""
+    for make in (library.make_closed, library.make_rejected, library.make_failure):
         if make is not None:
             loop = await make()
             await loop(10)
 
 
 def measure_calls(
-    rounds: int, n_closed: int, n_rejected: int, runtimes: tuple[str, ...] = RUNTIMES
+    rounds: int,
+    n_closed: int,
+    n_rejected: int,
+    n_failures: int,
+    runtimes: tuple[str, ...] = RUNTIMES,
 ) -> CallResults:
     """Measure every library in interleaved rounds, under each runtime."""
     results = CallResults()
@@ -77,6 +81,7 @@ def measure_calls(
             kinds: list[tuple[str, Callable[[], Any] | None, int]] = [
                 ("closed", library.make_closed, n_closed),
                 ("rejected", library.make_rejected, n_rejected),
+                ("failure", library.make_failure, n_failures),
             ]
             for kind, make, n in kinds:
                 if make is None:
@@ -221,6 +226,14 @@ class FlatResults:
     def cost(self, runtime: str, series: str, size: int) -> float:
         """Median cost per call over the rounds."""
         return median(self.costs.get((runtime, series, size), []))
+
+    def net(self, runtime: str, size: int) -> float:
+        """Median over rounds of anybreaker's cost minus the floor's, at ``size``."""
+        ours = self.costs.get((runtime, "anybreaker", size), [])
+        floor = self.costs.get((runtime, "floor", size), [])
+        if not ours or len(ours) != len(floor):
+            return float("nan")
+        return median([a - b for a, b in zip(ours, floor, strict=True)])
 
     def ratio(self, runtime: str, series: str, size: int) -> float:
         """Median over rounds of (cost at ``size`` / cost at the smallest size)."""

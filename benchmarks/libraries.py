@@ -1,10 +1,11 @@
 """The breakers measured side by side: anybreaker and the libraries users compare it with.
 
-Each library gets the same two loops, written out by hand so that no adapter
+Each library gets the same loops, written out by hand so that no adapter
 sits between the loop and the breaker: a closed-state call around a no-op
-coroutine, and a call rejected by an open breaker. ``make_closed`` and
-``make_rejected`` build a fresh breaker (opened by real failures where the
-library counts them) and return ``loop(n)``, which makes ``n`` calls.
+coroutine, a call rejected by an open breaker, and a failed call recorded
+by a closed breaker that never opens. ``make_closed``, ``make_rejected`` and
+``make_failure`` build a fresh breaker (opened by real failures for the
+rejected loop) and return ``loop(n)``, which makes ``n`` calls.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ from importlib import metadata
 from types import ModuleType
 
 Loop = Callable[[int], Awaitable[None]]
+
+# A breaker that records failures one after another without ever opening:
+# a threshold never reached, and (where failures are kept by time) a window
+# so short that the breaker's history stays the size of an ordinary one.
+NEVER = 10**9
+SHORT_WINDOW = 0.002
 
 # Long enough that no open breaker half-opens during a run.
 OPEN_FOR = 3600.0
@@ -59,6 +66,7 @@ class Library:
     make_rejected: Callable[[], Awaitable[Loop]] | None
     how: str
     """How the call is made, for the table's notes."""
+    make_failure: Callable[[], Awaitable[Loop]] | None = None
 
     def version(self) -> str:
         """The installed version of the library, or a dash for the floor."""
@@ -123,6 +131,23 @@ async def anybreaker_rejected() -> Loop:
     return loop
 
 
+async def anybreaker_failure() -> Loop:
+    """A failed call recorded by an anybreaker that never opens."""
+    from anybreaker import CircuitBreaker
+
+    breaker = CircuitBreaker("bench", failure_threshold=NEVER, window_size=SHORT_WINDOW)
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:
+                async with breaker:
+                    await fail()
+            except Boom:
+                pass
+
+    return loop
+
+
 # -- aiobreaker --------------------------------------------------------------
 
 
@@ -157,6 +182,22 @@ async def aiobreaker_rejected() -> Loop:
             try:  # noqa: SIM105 - suppress() would add its own cost to the loop
                 await breaker.call_async(noop)
             except error:
+                pass
+
+    return loop
+
+
+async def aiobreaker_failure() -> Loop:
+    """A failed ``call_async`` recorded by an aiobreaker that never opens."""
+    import aiobreaker
+
+    breaker = aiobreaker.CircuitBreaker(fail_max=NEVER, name="bench")
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:  # noqa: SIM105 - suppress() would add its own cost to the loop
+                await breaker.call_async(fail)
+            except Boom:
                 pass
 
     return loop
@@ -206,6 +247,24 @@ async def purgatory_rejected() -> Loop:
     return loop
 
 
+async def purgatory_failure() -> Loop:
+    """A failed call recorded by a reused purgatory breaker that never opens."""
+    from purgatory import AsyncCircuitBreakerFactory
+
+    factory = AsyncCircuitBreakerFactory(default_threshold=NEVER)
+    breaker = await factory.get_breaker("bench")
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:
+                async with breaker:
+                    await fail()
+            except Boom:
+                pass
+
+    return loop
+
+
 # -- circuitbreaker ------------------------------------------------------------
 
 
@@ -242,6 +301,22 @@ async def circuitbreaker_rejected() -> Loop:
             try:  # noqa: SIM105 - suppress() would add its own cost to the loop
                 await guarded()
             except error:
+                pass
+
+    return loop
+
+
+async def circuitbreaker_failure() -> Loop:
+    """A failed decorated call recorded by a circuitbreaker that never opens."""
+    import circuitbreaker
+
+    failing = circuitbreaker.CircuitBreaker(failure_threshold=NEVER, name="bench-failing")(fail)
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:  # noqa: SIM105 - suppress() would add its own cost to the loop
+                await failing()
+            except Boom:
                 pass
 
     return loop
@@ -286,6 +361,29 @@ async def pybreaker_rejected() -> Loop:
             try:  # noqa: SIM105 - suppress() would add its own cost to the loop
                 await breaker.call(noop)
             except error:
+                pass
+
+    return loop
+
+
+async def pybreaker_failure() -> Loop:
+    """A failed sync ``call`` recorded by a pybreaker that never opens.
+
+    The failing function is synchronous: a coroutine's failure happens when
+    it is awaited, outside pybreaker's sync ``call``, which would never see it.
+    """
+    import pybreaker
+
+    def sync_fail() -> None:
+        raise Boom
+
+    breaker = pybreaker.CircuitBreaker(fail_max=NEVER, name="bench")
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:  # noqa: SIM105 - suppress() would add its own cost to the loop
+                breaker.call(sync_fail)
+            except Boom:
                 pass
 
     return loop
@@ -356,6 +454,25 @@ async def mamba_rejected() -> Loop:
     return loop
 
 
+async def mamba_failure() -> Loop:
+    """A failed call recorded by mamba-agents' breaker that never opens."""
+    mamba = mamba_module()
+    breaker = mamba.CircuitBreaker(
+        "bench",
+        mamba.CircuitBreakerConfig(failure_threshold=NEVER, window_size=SHORT_WINDOW),
+    )
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:
+                async with breaker:
+                    await fail()
+            except Boom:
+                pass
+
+    return loop
+
+
 LIBRARIES: list[Library] = [
     Library("floor", "no-op async with", None, floor_closed, None, "floor"),
     Library(
@@ -365,6 +482,7 @@ LIBRARIES: list[Library] = [
         anybreaker_closed,
         anybreaker_rejected,
         "async with breaker",
+        make_failure=anybreaker_failure,
     ),
     Library(
         "aiobreaker",
@@ -373,6 +491,7 @@ LIBRARIES: list[Library] = [
         aiobreaker_closed,
         aiobreaker_rejected,
         "await breaker.call_async(fn)",
+        make_failure=aiobreaker_failure,
     ),
     Library(
         "purgatory",
@@ -381,6 +500,7 @@ LIBRARIES: list[Library] = [
         purgatory_closed,
         purgatory_rejected,
         "async with breaker (object reused)",
+        make_failure=purgatory_failure,
     ),
     Library(
         "circuitbreaker",
@@ -389,6 +509,7 @@ LIBRARIES: list[Library] = [
         circuitbreaker_closed,
         circuitbreaker_rejected,
         "@breaker on an async def",
+        make_failure=circuitbreaker_failure,
     ),
     Library(
         "pybreaker",
@@ -397,6 +518,7 @@ LIBRARIES: list[Library] = [
         pybreaker_closed,
         pybreaker_rejected,
         "await breaker.call(fn) (sync call)",
+        make_failure=pybreaker_failure,
     ),
     Library(
         "mamba",
@@ -405,6 +527,7 @@ LIBRARIES: list[Library] = [
         mamba_closed,
         mamba_rejected,
         "async with breaker",
+        make_failure=mamba_failure,
     ),
 ]
 

@@ -30,6 +30,7 @@ FULL = {
     "rounds": 15,
     "n_closed": 20_000,
     "n_rejected": 10_000,
+    "n_failures": 5_000,
     "memory_count": 100_000,
     "flat_rounds": 7,
     "breaker_sizes": [1, 10, 100, 1_000, 10_000, 100_000],
@@ -59,6 +60,7 @@ QUICK = {
     "rounds": 2,
     "n_closed": 500,
     "n_rejected": 200,
+    "n_failures": 100,
     "memory_count": 1_000,
     "flat_rounds": 1,
     "breaker_sizes": [1, 10, 100],
@@ -133,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     if "calls" in args.parts:
         start = step("per-call cost, side by side")
         results.calls = core.measure_calls(
-            settings["rounds"], settings["n_closed"], settings["n_rejected"]
+            settings["rounds"],
+            settings["n_closed"],
+            settings["n_rejected"],
+            settings["n_failures"],
         )
         done(start)
     if "memory" in args.parts:

@@ -34,7 +34,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from libraries import Boom, fail, noop
+from libraries import NEVER, SHORT_WINDOW, Boom, fail, noop
 from timing import RUNTIMES, median, paired_ratio, per_call
 
 BREAKER = "bench"
@@ -48,7 +48,7 @@ REDIS_PORT = int(os.environ.get("ANYBREAKER_REDIS_PORT", "6379"))
 # Failures are recorded one after the other and must never open the breaker,
 # and the record must stay the size of an ordinary one: a huge threshold and
 # a window so short that only the last few failures are kept.
-FAILURE_SETTINGS: dict[str, Any] = {"failure_threshold": 10**9, "window_size": 0.002}
+FAILURE_SETTINGS: dict[str, Any] = {"failure_threshold": NEVER, "window_size": SHORT_WINDOW}
 
 # What a raw compare-and-set writes: a record of ordinary size.
 PAYLOAD = json.dumps(
