@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import sys
+import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +27,25 @@ Loop = Callable[[int], Awaitable[None]]
 # a threshold never reached, and (where failures are kept by time) a window
 # so short that the breaker's history stays the size of an ordinary one.
 NEVER = 10**9
-SHORT_WINDOW = 0.002
+SHORT_WINDOW = 0.0005
+
+
+class SteppingClock:
+    """A clock that moves on one second at every read.
+
+    anybreaker keeps the time of each failure inside ``window_size`` and
+    prunes that list at every failure. With this clock and a window of a few
+    seconds the list holds two or three failures however fast failures come,
+    so the measurement does not depend on the breaker's own speed.
+    """
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
 
 # Long enough that no open breaker half-opens during a run.
 OPEN_FOR = 3600.0
@@ -135,7 +154,9 @@ async def anybreaker_failure() -> Loop:
     """A failed call recorded by an anybreaker that never opens."""
     from anybreaker import CircuitBreaker
 
-    breaker = CircuitBreaker("bench", failure_threshold=NEVER, window_size=SHORT_WINDOW)
+    breaker = CircuitBreaker(
+        "bench", failure_threshold=NEVER, window_size=2.5, clock=SteppingClock()
+    )
 
     async def loop(n: int) -> None:
         for _ in range(n):
