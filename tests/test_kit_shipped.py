@@ -105,7 +105,7 @@ class _PostgresTests(StorageTests):
         try:
             async with sql.SQLAlchemyStorage(url, table=self.table, staleness=0) as storage:
                 yield storage
-            # The kit closed that storage (some tests do): drop through a new one.
+            # That storage is closed now: drop its table through a new one.
             async with sql.SQLAlchemyStorage(url, table=self.table) as cleaner:
                 await sql.drop_table(cleaner)
         finally:
@@ -114,13 +114,12 @@ class _PostgresTests(StorageTests):
 
     async def make_failing_storage(self) -> Storage:
         sql = self._sql()
-        url = f"postgresql+{self.driver}://postgres@{POSTGRES_HOST}:{_CLOSED_PORT}/test"
+        url: Any = f"postgresql+{self.driver}://postgres@{POSTGRES_HOST}:{_CLOSED_PORT}/test"
         if self.driver == "asyncpg":
             from sqlalchemy.ext.asyncio import create_async_engine
 
-            storage: Storage = sql.SQLAlchemyStorage(create_async_engine(url))
-            return storage
-        storage = sql.SQLAlchemyStorage(url)
+            url = create_async_engine(url)
+        storage: Storage = sql.SQLAlchemyStorage(url)
         return storage
 
 
@@ -163,7 +162,7 @@ class TestRedisStorage(StorageTests):
         self.prefix = unique_name("anybreaker-kit")
         async with module.RedisStorage(redis_url(), prefix=self.prefix, staleness=0) as storage:
             yield storage
-        # The kit closed that storage (some tests do): clean up through a new one.
+        # That storage is closed now: clean up through a new one.
         async with module.RedisStorage(redis_url(), prefix=self.prefix) as cleaner:
             for name in await cleaner.names():
                 await cleaner.delete(name)
