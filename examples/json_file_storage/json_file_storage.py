@@ -5,6 +5,8 @@ a storage backend". Use it as::
 
     storage = JsonFileStorage("/shared/breakers.json")
     breaker = CircuitBreaker("model-api", storage=storage)
+
+or, with the entry point registered, ``storage_from_url("jsonfile:///shared/breakers.json")``.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import anyio.to_thread
 
 from anybreaker import BreakerRecord, StorageError
 
-__all__ = ["JsonFileStorage"]
+__all__ = ["JsonFileStorage", "from_url"]
 
 FORMAT = "anybreaker-json-file"
 FORMAT_VERSION = 1
@@ -184,3 +187,18 @@ class JsonFileStorage:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
+
+
+def from_url(url: str, **options: Any) -> JsonFileStorage:
+    """Open ``jsonfile:///absolute/path.json?staleness=0.5`` (the entry point's target)."""
+    parts = urlsplit(url)
+    if parts.scheme != "jsonfile" or parts.netloc or not parts.path:
+        raise ValueError(f"expected jsonfile:///absolute/path.json, got {url!r}")
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name != "staleness" or name in options:
+            raise ValueError(f"unknown or repeated option {name!r} in {url!r}")
+        try:
+            options[name] = float(value)
+        except ValueError:
+            raise ValueError(f"option staleness must be seconds, got {value!r}") from None
+    return JsonFileStorage(unquote(parts.path), **options)

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from json_file_storage import JsonFileStorage
+from json_file_storage import JsonFileStorage, from_url
 
-from anybreaker import BreakerRecord, StorageError
+from anybreaker import BreakerRecord, StorageError, storage_from_url
 from anybreaker.testing import StorageTests
 
 
@@ -112,3 +112,40 @@ def test_staleness_must_be_seconds(staleness: object) -> None:
     """A staleness that is not a finite number of seconds >= 0 is refused."""
     with pytest.raises(ValueError, match="staleness"):
         JsonFileStorage("breakers.json", staleness=staleness)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Install the entry point a package shipping this storage would declare."""
+    dist_info = tmp_path / "site" / "json_file_storage-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: json-file-storage\nVersion: 1.0\n"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        "[anybreaker.storages]\njsonfile = json_file_storage:from_url\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+
+
+@pytest.mark.usefixtures("registered")
+async def test_storage_from_url_opens_it_through_the_entry_point(tmp_path: Path) -> None:
+    """``storage_from_url("jsonfile:///...")`` opens a JsonFileStorage on that path."""
+    path = tmp_path / "shared" / "breakers.json"
+    path.parent.mkdir()
+    storage = storage_from_url(f"jsonfile://{path}?staleness=0.5")
+    assert isinstance(storage, JsonFileStorage)
+    async with storage:
+        assert storage.path == path
+        assert storage.staleness == 0.5
+        assert await storage.compare_and_set("a", None, BreakerRecord(version=1))
+    assert path.exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["jsonfile://host/b.json", "jsonfile://", "jsonfile:///b.json?ttl=3", "other:///b.json"]
+)
+def test_from_url_refuses_what_it_does_not_know(url: str) -> None:
+    """A host, a missing path, an unknown option or another scheme is a ValueError."""
+    with pytest.raises(ValueError, match=r"jsonfile|option"):
+        from_url(url)
