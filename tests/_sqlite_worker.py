@@ -82,6 +82,7 @@ def breaker_for(storage: SQLiteStorage, settings: dict[str, Any]) -> CircuitBrea
         failure_threshold=settings.get("failure_threshold", 5),
         success_threshold=settings.get("success_threshold", 1),
         timeout=settings.get("timeout", 30.0),
+        window_size=settings.get("window_size", 60.0),
         half_open_max_calls=settings.get("half_open_max_calls", 1),
     )
 

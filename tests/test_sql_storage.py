@@ -274,6 +274,11 @@ FOREIGN_SHAPES = {
         f"CREATE TABLE {TABLE}_meta (key TEXT PRIMARY KEY, value TEXT)",
         f"INSERT INTO {TABLE}_meta VALUES ('schema_version', '99')",
     ],
+    "an unknown schema version": [
+        f"CREATE TABLE {TABLE} (name TEXT PRIMARY KEY, version INTEGER, state TEXT, record TEXT)",
+        f"CREATE TABLE {TABLE}_meta (key TEXT PRIMARY KEY, value TEXT)",
+        f"INSERT INTO {TABLE}_meta VALUES ('schema_version', '0')",
+    ],
     "our marker, other columns": [
         f"CREATE TABLE {TABLE} (name TEXT PRIMARY KEY, version INTEGER)",
         f"CREATE TABLE {TABLE}_meta (key TEXT PRIMARY KEY, value TEXT)",
@@ -330,6 +335,36 @@ async def test_a_refused_table_is_accepted_once_it_is_gone(tmp_path: Path) -> No
             await storage.names()
         run_sql(path, f"DROP TABLE {TABLE}")
         assert await storage.compare_and_set("a", None, record(1))
+
+
+async def test_an_older_schema_is_upgraded_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later release upgrades an older layout once, in place, keeping every record."""
+    path = tmp_path / "breakers.db"
+    async with sql.SQLiteStorage(path) as storage:
+        assert await storage.compare_and_set("a", None, record(1, CircuitState.OPEN))
+    upgraded: list[str] = []
+
+    def upgrade(statements: Any, connection: Any) -> None:
+        upgraded.append(statements.table.name)
+        connection.exec_driver_sql(f"CREATE INDEX {TABLE}_state ON {TABLE} (state)")
+
+    # A release whose schema version 2 adds an index to version 1's table.
+    monkeypatch.setattr(sql, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(sql, "_LAYOUTS", {**sql._LAYOUTS, 2: sql._LAYOUTS[1]})
+    monkeypatch.setattr(sql, "_UPGRADES", [upgrade])
+    for _ in range(2):
+        async with sql.SQLiteStorage(path) as storage:
+            assert await storage.get("a") == record(1, CircuitState.OPEN)
+    assert upgraded == [TABLE]
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute(
+            f"SELECT value FROM {TABLE}_meta WHERE key = 'schema_version'"
+        ).fetchall() == [("2",)]
+    finally:
+        connection.close()
 
 
 # -- constructor arguments --------------------------------------------------

@@ -585,7 +585,7 @@ class _Statements:
                 f"(it has no {self.meta.name!r} table); left untouched. "
                 "Choose another table name with table=..."
             )
-        if not self._has_columns(inspector, self.meta):
+        if not self._has_columns(inspector, self.meta.name, _META_COLUMNS):
             raise StorageError(
                 f"table {self.meta.name!r} exists but is not anybreaker's; left "
                 "untouched. Choose another table name with table=..."
@@ -607,12 +607,17 @@ class _Statements:
                 f"anybreaker; this one reads up to version {SCHEMA_VERSION}. Upgrade "
                 "anybreaker"
             )
-        if not has_table or not self._has_columns(inspector, self.table):
+        if version not in _LAYOUTS:
+            raise StorageError(
+                f"table {where!r} has schema version {version}, which anybreaker never "
+                "wrote; left untouched"
+            )
+        if not has_table or not self._has_columns(inspector, self.table.name, _LAYOUTS[version]):
             raise StorageError(
                 f"table {where!r} does not have the layout of anybreaker schema "
                 f"version {version}; left untouched"
             )
-        for upgrade in _UPGRADES[version:]:
+        for upgrade in _UPGRADES[version - 1 :]:
             upgrade(self, connection)
         if version < SCHEMA_VERSION:
             connection.execute(
@@ -621,19 +626,23 @@ class _Statements:
                 .values(value=str(SCHEMA_VERSION))
             )
 
-    def _has_columns(self, inspector: Any, table: sa.Table) -> bool:
+    def _has_columns(self, inspector: Any, table: str, expected: frozenset[str]) -> bool:
         try:
-            found = {
-                column["name"] for column in inspector.get_columns(table.name, schema=self.schema)
-            }
+            found = {column["name"] for column in inspector.get_columns(table, schema=self.schema)}
         except sa.exc.NoSuchTableError:
             return False
-        return found == {column.name for column in table.columns}
+        return found == expected
 
 
-# Upgrades of the layout in place: ``_UPGRADES[n - 1]`` turns schema version
-# n into n + 1, inside the set-up transaction. Version 1 is the first.
+# The columns of the breakers table in each schema version this release can
+# read (and upgrade from), and the in-place upgrades: ``_UPGRADES[n - 1]``
+# turns version n into n + 1 inside the set-up transaction, so every process
+# sees the table either before or after. Version 1 is the first.
+_LAYOUTS: Final[dict[int, frozenset[str]]] = {
+    1: frozenset({"name", "version", "state", "record"}),
+}
 _UPGRADES: list[Callable[[_Statements, Connection], None]] = []
+_META_COLUMNS: Final = frozenset({"key", "value"})
 
 
 # -- helpers ------------------------------------------------------------------
