@@ -252,7 +252,14 @@ def test_invalid_durations_are_refused(setting: str, value: float) -> None:
 
 @pytest.mark.parametrize(
     "foreign",
-    ["plain text", '{"state": "closed"}', '{"version": 1}', "[1, 2]", '"just a string"'],
+    [
+        "plain text",
+        '{"state": "closed"}',
+        '{"version": 1}',
+        '{"format": 99, "state": "closed", "version": 1}',
+        "[1, 2]",
+        '"just a string"',
+    ],
 )
 async def test_a_record_key_with_foreign_data_is_refused_not_overwritten(
     store: Any, client: Any, foreign: str

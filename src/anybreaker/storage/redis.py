@@ -54,7 +54,7 @@ _NOT_A_RECORD: Final = -1
 _NOT_AN_INDEX: Final = -2
 
 # KEYS: record key, index key. ARGV: expected version ("" for none), new
-# record as JSON, name, idle expiry in ms ("" for none).
+# record as JSON, name, idle expiry in ms ("" for none), record format.
 #
 # Everything is checked before anything is written: a script that fails
 # half-way does not roll back the writes it already made.
@@ -73,7 +73,8 @@ elseif key_type ~= 'string' then
 else
   local ok, stored = pcall(cjson.decode, redis.call('GET', KEYS[1]))
   if not ok or type(stored) ~= 'table' or type(stored.version) ~= 'number'
-      or type(stored.state) ~= 'string' then
+      or type(stored.state) ~= 'string'
+      or (stored.format ~= nil and tostring(stored.format) ~= ARGV[5]) then
     return -1
   end
   if ARGV[1] == '' or stored.version ~= tonumber(ARGV[1]) then
@@ -254,14 +255,16 @@ class RedisStorage(StorageBase):
         check_new_version(expected_version, record)
         self._ready()
         key = self.key(name)
+        data = record.to_dict()
         result: object = await self._run(
             self._compare_and_set_script(
                 keys=[key, self._index_key],
                 args=[
                     "" if expected_version is None else str(expected_version),
-                    json.dumps(record.to_dict(), separators=(",", ":")),
+                    json.dumps(data, separators=(",", ":")),
                     name,
                     self._expiry_ms,
+                    str(data["format"]),
                 ],
                 client=self._client,
             )
