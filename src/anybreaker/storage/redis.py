@@ -160,6 +160,17 @@ class RedisStorage(StorageBase):
         staleness: float = 0.1,
         idle_expiry: float | None = None,
     ) -> None:
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f"prefix must be a non-empty str, got {prefix!r}")
+        if "{" in prefix or "}" in prefix:
+            # The prefix becomes the hash tag; a brace in it would cut the tag short.
+            raise ValueError(f"prefix must not contain '{{' or '}}', got {prefix!r}")
+        self.staleness = _seconds("staleness", staleness, allow_zero=True)
+        if idle_expiry is None:
+            self._expiry_ms = ""
+        else:
+            seconds = _seconds("idle_expiry", idle_expiry, allow_zero=False)
+            self._expiry_ms = str(max(1, math.ceil(seconds * 1000)))
         if isinstance(url_or_client, str):
             client = coredis.Redis.from_url(url_or_client)
             pool = client.connection_pool
@@ -174,17 +185,6 @@ class RedisStorage(StorageBase):
                 "url_or_client must be a redis:// URL or a coredis client, "
                 f"got {type(url_or_client).__name__} {url_or_client!r}"
             )
-        if not isinstance(prefix, str) or not prefix:
-            raise ValueError(f"prefix must be a non-empty str, got {prefix!r}")
-        if "{" in prefix or "}" in prefix:
-            # The prefix becomes the hash tag; a brace in it would cut the tag short.
-            raise ValueError(f"prefix must not contain '{{' or '}}', got {prefix!r}")
-        self.staleness = _seconds("staleness", staleness, allow_zero=True)
-        if idle_expiry is None:
-            self._expiry_ms = ""
-        else:
-            seconds = _seconds("idle_expiry", idle_expiry, allow_zero=False)
-            self._expiry_ms = str(max(1, math.ceil(seconds * 1000)))
         self.idle_expiry = None if idle_expiry is None else float(idle_expiry)
         self.prefix = prefix
         self._index_key = f"{{{prefix}}}:names"
