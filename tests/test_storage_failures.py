@@ -21,9 +21,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.to_thread
 import pytest
 
 from anybreaker import (
+    BreakerRecord,
     CircuitBreaker,
     CircuitBreakerOpenError,
     CircuitState,
@@ -341,3 +344,33 @@ async def test_a_write_lock_beyond_lock_timeout_fails_writes_only(tmp_path: Path
             await CircuitBreaker(NAME, storage=view).force_open()
         assert await guarded.call() is CircuitBreakerOpenError
         assert guarded.breaker.get_time_until_retry() == float("inf")
+
+
+async def test_a_lock_released_within_lock_timeout_is_waited_out(tmp_path: Path) -> None:
+    """A write lock held elsewhere for less than lock_timeout delays a write, not fails it."""
+    path = tmp_path / "breakers.db"
+    async with sql.SQLiteStorage(path, lock_timeout=5.0) as storage:
+        assert await storage.compare_and_set(NAME, None, BreakerRecord(version=1))
+        holder = hold_lock(path, "IMMEDIATE")
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def release_soon() -> None:
+                    # Longer than SQLite's busy wait per attempt (50 ms).
+                    await anyio.sleep(0.3)
+                    await anyio.to_thread.run_sync(release, holder)
+
+                group.start_soon(release_soon)
+                started = time.monotonic()
+                assert await storage.compare_and_set(NAME, 1, BreakerRecord(version=2))
+                assert time.monotonic() - started >= 0.25
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+                holder.communicate(timeout=WAIT)
+        assert await storage.get(NAME) == BreakerRecord(version=2)
+
+
+def release(holder: subprocess.Popen[str]) -> None:
+    """Tell a lock holder to let go, and wait for it to end."""
+    holder.communicate("release\n", timeout=WAIT)

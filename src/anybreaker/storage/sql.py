@@ -11,12 +11,14 @@ sync ``Connection``, runs in one of two ways:
 Every operation is one statement in autocommit mode, so each
 compare-and-set is atomic on its own: ``UPDATE ... WHERE name = :name AND
 version = :expected`` when a record is expected, ``INSERT ... ON CONFLICT
-(name) DO NOTHING`` when none is. Nothing is read first and written later.
+(name) DO NOTHING`` when none is (on PostgreSQL both with ``RETURNING``).
+Nothing is read first and written later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -26,6 +28,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import anyio
@@ -117,10 +120,12 @@ class SQLAlchemyStorage(StorageBase):
 
     SQLite only: ``lock_timeout`` is how long one operation waits for a
     database locked by another connection before it fails with
-    ``StorageError``; ``journal_mode`` ("wal", "delete", "truncate",
-    "persist") sets the database's journal mode. Without it the storage
-    switches to WAL only a database file it creates itself, and leaves an
-    existing database's journal mode alone.
+    ``StorageError`` (on an engine it creates, in short busy waits retried
+    with jitter; a given engine's connections keep their own busy timeout,
+    sqlite3's default being 5 s); ``journal_mode`` ("wal", "delete",
+    "truncate", "persist") sets the database's journal mode. Without it the
+    storage switches to WAL only a database file it creates itself, and
+    leaves an existing database's journal mode alone.
     """
 
     def __init__(
@@ -199,8 +204,11 @@ class SQLAlchemyStorage(StorageBase):
         self._ready = False
         self._identity: tuple[int, int] | None = None
         self._set_up_lock = threading.Lock()
-        # A :memory: database is one connection shared by every thread.
-        self._memory_lock = threading.Lock() if self._memory else None
+        # A :memory: database is one connection shared by every thread: one
+        # thread at a time may use it.
+        self._exclusive: AbstractContextManager[Any] = (
+            threading.Lock() if self._memory else contextlib.nullcontext()
+        )
         self._async_set_up_lock: anyio.Lock | None = None
 
     def __repr__(self) -> str:
@@ -275,11 +283,8 @@ class SQLAlchemyStorage(StorageBase):
                     with self._set_up_lock:
                         if not self._ready:
                             self._set_up_sync()
-                with self._ops.connect() as connection:
-                    if self._memory_lock is None:
-                        return operation(connection, *args)
-                    with self._memory_lock:
-                        return operation(connection, *args)
+                with self._exclusive, self._ops.connect() as connection:
+                    return operation(connection, *args)
             except _FAILURES as error:
                 pause = self._pause(error, attempt, deadline)
                 if pause is None:
@@ -349,7 +354,7 @@ class SQLAlchemyStorage(StorageBase):
         if self._path is not None:
             _check_sqlite_header(self._path)
         try:
-            with self._ops.connect() as connection:
+            with self._exclusive, self._ops.connect() as connection:
                 self._set_up(connection, created)
         except BaseException:
             if self._path is not None and self._engine is not None and self._owns_engine:
