@@ -7,6 +7,7 @@ conftest (as in a user's project).
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from dataclasses import fields
 
@@ -350,3 +351,52 @@ def test_make_storage_may_be_a_context_manager(pytester: pytest.Pytester) -> Non
     assert len(passed) == 2
     log = (pytester.path / "log.txt").read_text().splitlines()
     assert log == ["made", "cleaned up", "made", "cleaned up"]
+
+
+def test_the_kit_lives_with_a_conftest_hook_that_leaves_it_alone(
+    pytester: pytest.Pytester,
+) -> None:
+    """A ``pytest_generate_tests`` hook that skips the kit's classes, as documented, works."""
+    pytester.makepyfile(
+        test_plain=("import pytest\n\n@pytest.mark.anyio\nasync def test_plain():\n    pass\n")
+    )
+    recorder = run_kit(
+        pytester,
+        """
+        async def make_storage(self):
+            return MemoryStorage()
+        """,
+        "-k",
+        "fresh_storage_has_no_names or plain",
+        conftest=(
+            "import pytest\n"
+            "from anybreaker.testing import StorageTests\n\n"
+            "def pytest_generate_tests(metafunc):\n"
+            "    if metafunc.cls is not None and issubclass(metafunc.cls, StorageTests):\n"
+            "        return\n"
+            "    if 'anyio_backend' in metafunc.fixturenames:\n"
+            "        metafunc.parametrize('anyio_backend', ['asyncio', 'trio'])\n\n"
+            "@pytest.fixture\n"
+            "def anyio_backend():\n"
+            "    return 'asyncio'\n"
+        ),
+    )
+    assert outcomes(recorder) == {
+        "test_a_fresh_storage_has_no_names[asyncio]": "passed",
+        "test_a_fresh_storage_has_no_names[trio]": "passed",
+        "test_plain[asyncio]": "passed",
+        "test_plain[trio]": "passed",
+    }
+
+
+def test_fake_clock_needs_no_pytest(pytester: pytest.Pytester) -> None:
+    """``anybreaker.testing.FakeClock`` imports where pytest is not installed."""
+    result = pytester.run(
+        sys.executable,
+        "-c",
+        "import sys; sys.modules['pytest'] = None\n"
+        "from anybreaker.testing import FakeClock\n"
+        "clock = FakeClock(5.0); clock.advance(1.5); print(clock())\n",
+    )
+    assert result.ret == 0, result.stderr.str()
+    assert result.stdout.lines == ["6.5"]
