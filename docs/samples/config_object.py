@@ -26,7 +26,7 @@ async def main() -> None:
     # A bad value is refused at construction, naming the field.
     for bad in ({"timeout": -1}, {"failure_threshold": 0}, {"window_size": "60"}):
         try:
-            CircuitBreakerConfig(**bad)  # type: ignore[arg-type]
+            CircuitBreakerConfig(**bad)
         except (TypeError, ValueError) as error:
             print(f"{type(error).__name__}: {error}")
     try:
