@@ -62,14 +62,18 @@ async def memory(tmp_path: Path) -> AsyncIterator[Storage]:
 
 @asynccontextmanager
 async def sqlite(tmp_path: Path) -> AsyncIterator[Storage]:
-    sql = pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[sqlite]")
+    sql = pytest.importorskip(
+        "anybreaker.storage.sql", reason="needs anybreaker[sqlite]", exc_type=ImportError
+    )
     async with sql.SQLiteStorage(tmp_path / "breakers.db", staleness=0) as storage:
         yield storage
 
 
 @asynccontextmanager
 async def sqlite_aiosqlite(tmp_path: Path) -> AsyncIterator[Storage]:
-    sql = pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[sqlite]")
+    sql = pytest.importorskip(
+        "anybreaker.storage.sql", reason="needs anybreaker[sqlite]", exc_type=ImportError
+    )
     pytest.importorskip("aiosqlite", reason="needs anybreaker[aiosqlite]")
     from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -84,7 +88,9 @@ async def sqlite_aiosqlite(tmp_path: Path) -> AsyncIterator[Storage]:
 def _postgres(driver: str) -> Callable[[Path], AbstractAsyncContextManager[Storage]]:
     @asynccontextmanager
     async def make(tmp_path: Path) -> AsyncIterator[Storage]:
-        sql = pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[postgres]")
+        sql = pytest.importorskip(
+            "anybreaker.storage.sql", reason="needs anybreaker[postgres]", exc_type=ImportError
+        )
         pytest.importorskip(driver, reason=f"needs {driver}")
         require_server("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
         table = unique_name("breakers")
@@ -106,7 +112,9 @@ def _postgres(driver: str) -> Callable[[Path], AbstractAsyncContextManager[Stora
 
 @asynccontextmanager
 async def redis(tmp_path: Path) -> AsyncIterator[Storage]:
-    module = pytest.importorskip("anybreaker.storage.redis", reason="needs anybreaker[redis]")
+    module = pytest.importorskip(
+        "anybreaker.storage.redis", reason="needs anybreaker[redis]", exc_type=ImportError
+    )
     require_server("Redis", REDIS_HOST, REDIS_PORT)
     prefix = unique_name("anybreaker-test")
     async with module.RedisStorage(redis_url(), prefix=prefix, staleness=0) as storage:
