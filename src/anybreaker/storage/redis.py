@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Awaitable
-from contextlib import AsyncExitStack
 from typing import Any, Final, Self, TypeVar
 
 import anyio
+import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 try:
@@ -47,6 +47,9 @@ _DRIVER_ERRORS: Final = (
     anyio.ClosedResourceError,
     anyio.EndOfStream,
 )
+
+_POOL_RETRY_INTERVAL: Final = 1.0
+"""Seconds between attempts to enter a client's pool that could not connect."""
 
 _STORED: Final = 1
 _CONFLICT: Final = 0
@@ -192,8 +195,10 @@ class RedisStorage(StorageBase):
         self._compare_and_set_script = Script[Any](script=_COMPARE_AND_SET)
         self._delete_script = Script[Any](script=_DELETE)
         self._prune_script = Script[Any](script=_PRUNE)
-        self._stack: AsyncExitStack | None = None
-        self._enter_error: BaseException | None = None
+        self._group: anyio.abc.TaskGroup | None = None
+        self._closing: anyio.Event | None = None
+        self._pool_error: BaseException | None = None
+        self._refused: RuntimeError | None = None
 
     def __repr__(self) -> str:
         return f"<RedisStorage {self._location} prefix={self.prefix!r}>"
@@ -206,28 +211,66 @@ class RedisStorage(StorageBase):
 
     async def __aenter__(self) -> Self:
         self._check_open()
-        if self._stack is not None:
+        if self._group is not None:
             return self
-        stack = AsyncExitStack()
-        try:
-            # The pool, not the client: a pool counts its entries, so a client
-            # the user has entered stays open after the storage leaves it.
-            await stack.enter_async_context(self._client.connection_pool)
-        except RuntimeError as error:
+        self._closing = anyio.Event()
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        await group.start(self._hold_pool, self._closing)
+        if self._refused is not None:
+            await group.__aexit__(None, None, None)
             raise StorageError(
-                f"{self!r}: cannot enter the client's connection pool ({error})"
-            ) from error
-        except _DRIVER_ERRORS as error:
-            # A cluster client maps its nodes on entry; an unreachable cluster
-            # must not make entering fail, so report it per operation instead.
-            self._enter_error = error
-        self._stack = stack
+                f"{self!r}: cannot enter the client's connection pool ({self._refused})"
+            ) from self._refused
+        self._group = group
         return self
 
     async def _close(self) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+        group, self._group = self._group, None
+        if group is not None and self._closing is not None:
+            self._closing.set()
+            await group.__aexit__(None, None, None)
+
+    async def _hold_pool(
+        self,
+        closing: anyio.Event,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Keep the client's connection pool entered until the storage closes.
+
+        The pool, not the client: a pool counts its entries, so a client the
+        user has entered stays open after the storage leaves it. A cluster
+        client maps its nodes when its pool is entered; while it cannot, this
+        tries again every ``_POOL_RETRY_INTERVAL`` seconds, and operations
+        fail with ``StorageError`` meanwhile, so that entering the storage
+        never fails because the server is unreachable.
+        """
+        started = False
+        while not closing.is_set():
+            try:
+                async with self._client.connection_pool:
+                    self._pool_error = None
+                    if not started:
+                        started = True
+                        task_status.started()
+                    await closing.wait()
+                    return
+            except RuntimeError as error:
+                if not started:
+                    # Misuse (a pool shared across tasks coredis does not
+                    # allow), not an outage: __aenter__ raises it.
+                    self._refused = error
+                    task_status.started()
+                    return
+                self._pool_error = error
+            except Exception as error:
+                self._pool_error = error
+            if not started:
+                started = True
+                task_status.started()
+            with anyio.move_on_after(_POOL_RETRY_INTERVAL):
+                await closing.wait()
 
     # -- the protocol ------------------------------------------------------
 
@@ -307,17 +350,18 @@ class RedisStorage(StorageBase):
     def _ready(self) -> None:
         """Refuse an operation the client cannot run now."""
         self._check_open()
-        if self._stack is None:
+        if self._group is None:
             raise StorageError(
                 f"{self!r} is not open: use it as `async with RedisStorage(...) "
                 "as storage:` (coredis runs its connections in background tasks "
                 "that need an enclosing task)"
             )
-        if self._enter_error is not None:
+        error = self._pool_error
+        if error is not None:
             raise StorageError(
-                f"{self!r}: the client could not connect when the storage was "
-                f"entered ({_describe(self._enter_error)}); enter a new storage"
-            ) from self._enter_error
+                f"{self!r}: the client cannot connect ({_describe(error)}); "
+                f"trying again every {_POOL_RETRY_INTERVAL:g} s"
+            ) from error
 
     async def _run(self, request: Awaitable[T]) -> T:
         """Await a coredis request, turning driver failures into ``StorageError``."""
