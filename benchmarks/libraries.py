@@ -97,6 +97,35 @@ class Library:
 # -- floor -----------------------------------------------------------------
 
 
+class Refused(Exception):
+    """What the floor's rejecting ``async with`` raises."""
+
+
+class RefusingFloor:
+    """A bare ``async with`` that refuses at once: the least a rejection can cost."""
+
+    async def __aenter__(self) -> None:
+        raise Refused
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+async def floor_rejected() -> Loop:
+    """An ``async with`` whose ``__aenter__`` raises, caught around the no-op coroutine."""
+    guard = RefusingFloor()
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:
+                async with guard:
+                    await noop()
+            except Refused:
+                pass
+
+    return loop
+
+
 async def floor_closed() -> Loop:
     """A no-op ``async with`` around the no-op coroutine."""
     guard = Floor()
@@ -495,7 +524,14 @@ async def mamba_failure() -> Loop:
 
 
 LIBRARIES: list[Library] = [
-    Library("floor", "no-op async with", None, floor_closed, None, "floor"),
+    Library(
+        "floor",
+        "floor (bare async with)",
+        None,
+        floor_closed,
+        floor_rejected,
+        "__aenter__ does nothing (closed) or raises (rejected)",
+    ),
     Library(
         "anybreaker",
         "anybreaker",
