@@ -6,6 +6,9 @@ Usage: ``python benchmarks/run.py [--quick] [--parts ...] [--output DIR]``
 A full run prints the tables and writes ``benchmarks/results/latest.md`` and
 ``latest.png`` (and a copy of the PNG for the documentation). ``--quick`` is
 a smoke run with small counts; it writes files only when given ``--output``.
+The exit status is 1 when a storage that could be measured failed while it
+was; a storage whose driver is missing or whose server is down is skipped
+with a printed note.
 """
 
 from __future__ import annotations
@@ -178,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         if output.resolve() == (HERE / "results").resolve():
             copies.append(HERE.parent / "docs" / "assets" / "benchmarks.png")
         report.write(results, output, copies)
+    # A storage that was importable and reachable but failed while measured
+    # is a defect, not a skip: say so in the exit status.
+    failed = [key for key in (results.storages.skipped if results.storages else {}) if "/" in key]
+    if failed:
+        print(f"failed while measured: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
