@@ -243,8 +243,9 @@ def markdown(results: Results, chart: str | None) -> str:
             rows.append(row)
         lines += _table(header, rows)
         lines.append("")
+        labels = {library.key: library.label for library in LIBRARIES}
         for (runtime, key), reason in sorted(calls.skipped.items()):
-            lines.append(f"- {key} not measured under {runtime}: {reason}")
+            lines.append(f"- {labels[key]} not measured under {runtime}: {reason}")
         if not calls.skipped:
             lines.append(
                 "- Every library runs under both asyncio and trio here: none of "
@@ -269,7 +270,11 @@ def markdown(results: Results, chart: str | None) -> str:
             [
                 entry.library,
                 f"`{entry.how}`",
-                "-" if entry.bytes_per_breaker is None else f"{entry.bytes_per_breaker:.0f}",
+                (
+                    f"not measured ({entry.note})"
+                    if entry.bytes_per_breaker is None
+                    else f"{entry.bytes_per_breaker:.0f}"
+                ),
             ]
             for entry in results.memory
         ]
