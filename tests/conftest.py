@@ -31,6 +31,8 @@ BACKENDS = _runtimes()
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run async tests under both runtimes, and ``storage`` tests on every storage."""
+    if hasattr(metafunc.cls, "pytest_generate_tests"):
+        return  # the class chooses its own runtimes (as the conformance kit does)
     if "storage" not in metafunc.fixturenames:
         if "anyio_backend" in metafunc.fixturenames:
             metafunc.parametrize("anyio_backend", BACKENDS)
