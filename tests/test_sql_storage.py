@@ -702,3 +702,34 @@ async def test_drop_table_removes_both_tables(postgres_schema: str) -> None:
         finally:
             engine.dispose()
         assert await storage.names() == []
+
+
+@pytest.mark.server
+async def test_postgres_connections_the_server_dropped_are_replaced(postgres_schema: str) -> None:
+    """After the server drops every connection the storage kept, the next operation succeeds."""
+    application = unique_name("anybreaker_test")
+    url = f"{postgres_url('psycopg')}?application_name={application}"
+    async with sql.SQLAlchemyStorage(url, schema=postgres_schema) as storage:
+
+        async def write(name: str) -> None:
+            assert await storage.compare_and_set(name, None, record(1))
+
+        # Several operations at once, so that several connections are kept.
+        async with anyio.create_task_group() as group:
+            for index in range(4):
+                group.start_soon(write, f"breaker-{index}")
+        engine = postgres_engine()
+        try:
+            with engine.connect() as connection:
+                dropped = connection.execute(
+                    sa.text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name = :application"
+                    ),
+                    {"application": application},
+                ).scalar()
+        finally:
+            engine.dispose()
+        assert dropped >= 1
+        assert await storage.names() == [f"breaker-{index}" for index in range(4)]
+        assert await storage.compare_and_set("breaker-0", 1, record(2))

@@ -136,16 +136,24 @@ class InjectedIOError(Fault):
     """The driver fails every statement with SQLite's "disk I/O error"."""
 
     message = "disk I/O error"
-    failing = False
 
     def storage(self) -> SQLAlchemyStorage:
-        self.engine = sa.create_engine(f"sqlite:///{self.path}")
+        fault = self
 
-        def fail(*args: Any) -> None:
-            if self.failing:
-                raise sqlite3.OperationalError("disk I/O error")
+        class Cursor(sqlite3.Cursor):
+            def execute(self, *args: Any, **kwargs: Any) -> Any:
+                if fault.failing:
+                    raise sqlite3.OperationalError("disk I/O error")
+                return super().execute(*args, **kwargs)
 
-        sa.event.listen(self.engine, "before_cursor_execute", fail)
+        class Connection(sqlite3.Connection):
+            def cursor(self, *args: Any, **kwargs: Any) -> Any:
+                return super().cursor(Cursor)
+
+        self.failing = False
+        self.engine = sa.create_engine(
+            f"sqlite:///{self.path}", connect_args={"factory": Connection}
+        )
         storage: SQLAlchemyStorage = sql.SQLAlchemyStorage(
             self.engine, staleness=0, lock_timeout=0.05
         )

@@ -44,6 +44,7 @@ try:
     from sqlalchemy.dialects import sqlite as sa_sqlite
     from sqlalchemy.engine import Connection, Engine
     from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.sql.compiler import SQLCompiler
 except ImportError as error:  # pragma: no cover - exercised without the extra
     raise ImportError(
         "SQLiteStorage and SQLAlchemyStorage need SQLAlchemy: "
@@ -182,7 +183,7 @@ class SQLAlchemyStorage(StorageBase):
         self._url = url.render_as_string(hide_password=True)
         self._table_name = table
         self._schema = schema
-        self._statements = _Statements(table, schema, dialect.name)
+        self._statements = _Statements(table, schema, dialect)
 
         self._engine = engine
         # Every operation runs in autocommit mode: one statement, its own
@@ -200,6 +201,12 @@ class SQLAlchemyStorage(StorageBase):
         # more connections at once than it holds.
         self._limiter: anyio.CapacityLimiter | None = None
         self._limit = _POOL_SIZE * 2 if self._owns_engine else None
+
+        # Connections kept between operations: taking one from the engine's
+        # pool and resetting it on return costs more than the statement.
+        self._idle: list[Any] = []
+        self._idle_lock = threading.Lock()
+        self._generation = 0
 
         self._ready = False
         self._identity: tuple[int, int] | None = None
@@ -245,13 +252,21 @@ class SQLAlchemyStorage(StorageBase):
         return entered
 
     async def _close(self) -> None:
-        if not self._owns_engine:
-            return
+        idle = self._forget_connections()
         with anyio.CancelScope(shield=True):
             if self._async_engine is not None:
-                await self._async_engine.dispose()
-            elif self._engine is not None:
-                await anyio.to_thread.run_sync(self._engine.dispose)
+                for connection in idle:
+                    await connection.close()
+                if self._owns_engine:
+                    await self._async_engine.dispose()
+            else:
+                await anyio.to_thread.run_sync(self._close_sync, idle)
+
+    def _close_sync(self, idle: list[Connection]) -> None:
+        for connection in idle:
+            connection.close()
+        if self._owns_engine and self._engine is not None:
+            self._engine.dispose()
 
     # -- running statements ------------------------------------------------
 
@@ -283,14 +298,56 @@ class SQLAlchemyStorage(StorageBase):
                     with self._set_up_lock:
                         if not self._ready:
                             self._set_up_sync()
-                with self._exclusive, self._ops.connect() as connection:
-                    return operation(connection, *args)
+                with self._exclusive:
+                    connection, generation = self._take()
+                    healthy = False
+                    try:
+                        result = operation(connection, *args)
+                        healthy = True
+                        return result
+                    except _FAILURES as error:
+                        healthy = _is_locked(error)
+                        raise
+                    finally:
+                        self._give_back(connection, generation, healthy)
             except _FAILURES as error:
+                if _disconnected(error):
+                    # The server went away: the other kept connections are
+                    # as dead as this one.
+                    for connection in self._forget_connections():
+                        connection.invalidate()
                 pause = self._pause(error, attempt, deadline)
                 if pause is None:
                     raise self._storage_error(error) from error
             time.sleep(pause)
             attempt += 1
+
+    def _take(self) -> tuple[Any, int]:
+        """A connection for one operation: an idle one kept from before, or a new one."""
+        with self._idle_lock:
+            generation = self._generation
+            if self._idle:
+                return self._idle.pop(), generation
+        return self._ops.connect(), generation
+
+    def _give_back(self, connection: Connection, generation: int, healthy: bool) -> None:
+        with self._idle_lock:
+            if healthy and generation == self._generation and not self._closed:
+                self._idle.append(connection)
+                return
+        if not healthy:
+            # Resetting a connection that just failed may fail in turn and
+            # hide the first error: throw it away instead.
+            connection.invalidate()
+        with contextlib.suppress(*_FAILURES):
+            connection.close()
+
+    def _forget_connections(self) -> list[Any]:
+        """Stop reusing the connections kept so far; return the idle ones to close."""
+        with self._idle_lock:
+            self._generation += 1
+            idle, self._idle = self._idle, []
+        return idle
 
     async def _run_async(self, operation: Callable[..., T], args: tuple[Any, ...]) -> T:
         assert self._async_engine is not None
@@ -300,10 +357,35 @@ class SQLAlchemyStorage(StorageBase):
             try:
                 if not self._ready:
                     await self._set_up_async()
-                async with self._ops.connect() as connection:
+                with self._idle_lock:
+                    generation = self._generation
+                    connection = self._idle.pop() if self._idle else None
+                if connection is None:
+                    connection = await self._ops.connect()
+                healthy = False
+                try:
                     result: T = await connection.run_sync(operation, *args)
+                    healthy = True
                     return result
+                except _FAILURES as error:
+                    healthy = _is_locked(error)
+                    raise
+                finally:
+                    with self._idle_lock:
+                        keep = healthy and generation == self._generation and not self._closed
+                        if keep:
+                            self._idle.append(connection)
+                    if not keep:
+                        with anyio.CancelScope(shield=True):
+                            if not healthy:
+                                await connection.invalidate()
+                            with contextlib.suppress(*_FAILURES):
+                                await connection.close()
             except _FAILURES as error:
+                if _disconnected(error):
+                    with anyio.CancelScope(shield=True):
+                        for idle in self._forget_connections():
+                            await idle.invalidate()
                 pause = self._pause(error, attempt, deadline)
                 if pause is None:
                     raise self._storage_error(error) from error
@@ -312,9 +394,9 @@ class SQLAlchemyStorage(StorageBase):
 
     def _pause(self, error: BaseException, attempt: int, deadline: float) -> float | None:
         """Seconds to wait before trying again after ``error``; ``None``: give up."""
-        if isinstance(error, DBAPIError) and error.connection_invalidated:
-            # The pool threw away a dead connection (a restarted server):
-            # one fresh connection may well succeed.
+        if _disconnected(error):
+            # A dead connection was thrown away (a restarted server): one
+            # fresh connection may well succeed.
             return 0.0 if attempt == 0 else None
         if not _is_locked(error):
             return None
@@ -345,7 +427,9 @@ class SQLAlchemyStorage(StorageBase):
             with self._set_up_lock:
                 if self._ready and identity != self._identity:
                     self._ready = False
-                    # Pooled connections still point at the old file.
+                    # Kept and pooled connections still point at the old file.
+                    for connection in self._forget_connections():
+                        connection.close()
                     assert self._engine is not None
                     self._engine.dispose()
 
@@ -358,8 +442,10 @@ class SQLAlchemyStorage(StorageBase):
                 self._set_up(connection, created)
         except BaseException:
             if self._path is not None and self._engine is not None and self._owns_engine:
-                # Do not keep a pooled connection to a file that was refused:
-                # once it is replaced, the next attempt must open the new one.
+                # Do not keep a connection to a file that was refused: once
+                # it is replaced, the next attempt must open the new one.
+                for connection in self._forget_connections():
+                    connection.close()
                 self._engine.dispose()
             raise
         self._identity = _file_identity(self._path) if self._path is not None else None
@@ -461,10 +547,61 @@ async def drop_table(storage: SQLAlchemyStorage) -> None:
 # -- the statements ---------------------------------------------------------
 
 
+class _Compiled:
+    """A Core statement compiled once for a dialect, run on the driver's own cursor.
+
+    SQLAlchemy's execution layer (cache lookup, parameter processing, result
+    objects) costs several times what SQLite takes to run these one-row
+    statements; they need none of it. The SQL is still SQLAlchemy's,
+    compiled for the dialect, and driver errors are wrapped as SQLAlchemy
+    wraps them, with a dead connection invalidated.
+    """
+
+    __slots__ = ("order", "sql")
+
+    def __init__(self, statement: sa.ClauseElement, dialect: sa.Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        self.sql = compiled.string
+        # The driver's parameter style: a tuple in bind order, or a mapping.
+        self.order: tuple[str, ...] | None = (
+            tuple(compiled.positiontup or ()) if compiled.positional else None
+        )
+
+    def run(self, connection: Connection, values: dict[str, Any], fetch: str | None = None) -> Any:
+        """Execute; return the row count, or ``fetch`` ("one", "all") rows."""
+        parameters: Any = values if self.order is None else tuple(values[n] for n in self.order)
+        driver_connection: Any = connection.connection.dbapi_connection
+        dialect = connection.dialect
+        cursor = driver_connection.cursor()
+        try:
+            cursor.execute(self.sql, parameters)
+            if fetch == "one":
+                return cursor.fetchone()
+            if fetch == "all":
+                return cursor.fetchall()
+            return cursor.rowcount
+        except dialect.loaded_dbapi.Error as error:
+            disconnected = dialect.is_disconnect(error, driver_connection, cursor)
+            if disconnected:
+                connection.invalidate(error)
+            raise DBAPIError.instance(
+                self.sql,
+                parameters,
+                error,
+                dialect.loaded_dbapi.Error,
+                connection_invalidated=disconnected,
+                dialect=dialect,
+            ) from error
+        finally:
+            if not connection.invalidated:
+                cursor.close()
+
+
 class _Statements:
     """The SQL of one storage: plain functions over a sync ``Connection``."""
 
-    def __init__(self, table: str, schema: str | None, dialect: str) -> None:
+    def __init__(self, table: str, schema: str | None, dialect: sa.Dialect) -> None:
         metadata = sa.MetaData(schema=schema)
         self.table = sa.Table(
             table,
@@ -483,10 +620,8 @@ class _Statements:
         self.metadata = metadata
         self.schema = schema
         breakers = self.table
-        self._get = sa.select(breakers.c.version, breakers.c.record).where(
-            breakers.c.name == sa.bindparam("b_name")
-        )
-        update = (
+        postgresql = dialect.name == "postgresql"
+        update: Any = (
             sa.update(breakers)
             .where(breakers.c.name == sa.bindparam("b_name"))
             .where(breakers.c.version == sa.bindparam("b_expected"))
@@ -496,8 +631,8 @@ class _Statements:
                 record=sa.bindparam("b_record"),
             )
         )
-        insert = sa_postgresql.insert if dialect == "postgresql" else sa_sqlite.insert
-        create = (
+        insert = sa_postgresql.insert if postgresql else sa_sqlite.insert
+        create: Any = (
             insert(breakers)
             .values(
                 name=sa.bindparam("b_name"),
@@ -511,18 +646,25 @@ class _Statements:
         # CONFLICT DO NOTHING; RETURNING says plainly whether a row was
         # written. sqlite3's row count is exact, and SQLite before 3.35 has
         # no RETURNING.
-        self._returning = dialect == "postgresql"
-        self._update: sa.Executable = (
-            update.returning(breakers.c.version) if self._returning else update
+        self._returning = postgresql
+        if postgresql:
+            update = update.returning(breakers.c.version)
+            create = create.returning(breakers.c.version)
+        self._get = _Compiled(
+            sa.select(breakers.c.version, breakers.c.record).where(
+                breakers.c.name == sa.bindparam("b_name")
+            ),
+            dialect,
         )
-        self._insert: sa.Executable = (
-            create.returning(breakers.c.version) if self._returning else create
+        self._update = _Compiled(update, dialect)
+        self._insert = _Compiled(create, dialect)
+        self._delete = _Compiled(
+            sa.delete(breakers).where(breakers.c.name == sa.bindparam("b_name")), dialect
         )
-        self._delete = sa.delete(breakers).where(breakers.c.name == sa.bindparam("b_name"))
-        self._names = sa.select(breakers.c.name).order_by(breakers.c.name)
+        self._names = _Compiled(sa.select(breakers.c.name).order_by(breakers.c.name), dialect)
 
     def get(self, connection: Connection, name: str) -> BreakerRecord | None:
-        row = connection.execute(self._get, {"b_name": name}).first()
+        row = self._get.run(connection, {"b_name": name}, "one")
         if row is None:
             return None
         version, text = row
@@ -552,19 +694,19 @@ class _Statements:
             "b_record": json.dumps(record.to_dict(), separators=(",", ":")),
         }
         if expected_version is None:
-            result = connection.execute(self._insert, values)
+            statement = self._insert
         else:
-            result = connection.execute(self._update, {**values, "b_expected": expected_version})
-        stored = result.first() is not None if self._returning else result.rowcount == 1
-        connection.commit()
-        return stored
+            statement = self._update
+            values["b_expected"] = expected_version
+        if self._returning:
+            return statement.run(connection, values, "one") is not None
+        return bool(statement.run(connection, values) == 1)
 
     def delete(self, connection: Connection, name: str) -> None:
-        connection.execute(self._delete, {"b_name": name})
-        connection.commit()
+        self._delete.run(connection, {"b_name": name})
 
     def names(self, connection: Connection) -> list[str]:
-        return list(connection.execute(self._names).scalars())
+        return [name for (name,) in self._names.run(connection, {}, "all")]
 
     def drop(self, connection: Connection) -> None:
         self.metadata.drop_all(connection, checkfirst=True)
@@ -745,6 +887,10 @@ def _require_asyncio() -> None:
             "instead: the storage then runs its statements in worker threads, "
             "under any runtime."
         ) from None
+
+
+def _disconnected(error: BaseException) -> bool:
+    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 def _is_locked(error: BaseException) -> bool:
