@@ -495,9 +495,19 @@ async def test_an_engine_it_was_given_stays_the_callers(tmp_path: Path) -> None:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
     try:
         async with sql.SQLAlchemyStorage(engine) as storage:
-            assert await storage.compare_and_set("a", None, record(1))
+
+            async def write(name: str) -> None:
+                assert await storage.compare_and_set(name, None, record(1))
+
+            async with anyio.create_task_group() as group:
+                for name in ("a", "b", "c"):
+                    group.start_soon(write, name)
+            assert engine.pool.checkedout() >= 1
+        # Every connection the storage kept is back in the caller's pool.
+        assert engine.pool.checkedout() == 0
         with engine.connect() as connection:
-            assert connection.execute(sa.text(f"SELECT name FROM {TABLE}")).scalars().all() == ["a"]
+            names = connection.execute(sa.text(f"SELECT name FROM {TABLE} ORDER BY name"))
+            assert names.scalars().all() == ["a", "b", "c"]
             assert connection.get_isolation_level() != "AUTOCOMMIT"
     finally:
         engine.dispose()

@@ -186,6 +186,7 @@ class SQLAlchemyStorage(StorageBase):
         self._statements = _Statements(table, schema, dialect)
 
         self._engine = engine
+        sync_engine: Any = engine if self._async_engine is None else self._async_engine.sync_engine
         # Every operation runs in autocommit mode: one statement, its own
         # transaction. The set-up opens its own transaction when it needs one.
         # An engine the storage made is in that mode already; a given one is
@@ -195,12 +196,11 @@ class SQLAlchemyStorage(StorageBase):
             ops = ops.execution_options(isolation_level="AUTOCOMMIT")
         self._ops = ops
         if self._owns_engine and self._sqlite:
-            made = engine if self._async_engine is None else self._async_engine.sync_engine
-            sa.event.listen(made, "connect", _configure_sqlite_connection)
-        # An engine the storage made has a bounded pool; never ask it for
-        # more connections at once than it holds.
+            sa.event.listen(sync_engine, "connect", _configure_sqlite_connection)
+        # Never run more operations at once than the pool has connections:
+        # the others would wait on the pool, holding a worker thread each.
         self._limiter: anyio.CapacityLimiter | None = None
-        self._limit = _POOL_SIZE * 2 if self._owns_engine else None
+        self._limit = _pool_capacity(sync_engine.pool)
 
         # Connections kept between operations: taking one from the engine's
         # pool and resetting it on return costs more than the statement.
@@ -272,14 +272,17 @@ class SQLAlchemyStorage(StorageBase):
 
     async def _run(self, operation: Callable[..., T], *args: Any) -> T:
         self._check_open()
+        if self._limiter is None and self._limit is not None:
+            self._limiter = anyio.CapacityLimiter(self._limit)
         if self._async_engine is not None:
             _require_asyncio()
-            return await self._run_async(operation, args)
+            if self._limiter is None:
+                return await self._run_async(operation, args)
+            async with self._limiter:
+                return await self._run_async(operation, args)
         # A timed-out caller (the breaker's ``storage_timeout``) is not held
         # up by a worker thread that is still waiting on a lock; the thread
         # ends on its own within ``lock_timeout``.
-        if self._limiter is None and self._limit is not None:
-            self._limiter = anyio.CapacityLimiter(self._limit)
         return await anyio.to_thread.run_sync(
             self._run_in_thread,
             operation,
@@ -887,6 +890,17 @@ def _require_asyncio() -> None:
             "instead: the storage then runs its statements in worker threads, "
             "under any runtime."
         ) from None
+
+
+def _pool_capacity(pool: sa.pool.Pool) -> int | None:
+    """How many connections ``pool`` hands out at most; ``None``: no bound known."""
+    size = getattr(pool, "size", None)
+    overflow = getattr(pool, "_max_overflow", None)
+    if isinstance(pool, sa.pool.StaticPool):
+        return 1
+    if callable(size) and isinstance(overflow, int) and overflow >= 0:
+        return max(1, int(size()) + overflow)
+    return None
 
 
 def _disconnected(error: BaseException) -> bool:
