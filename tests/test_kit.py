@@ -400,3 +400,22 @@ def test_fake_clock_needs_no_pytest(pytester: pytest.Pytester) -> None:
     )
     assert result.ret == 0, result.stderr.str()
     assert result.stdout.lines == ["6.5"]
+
+
+def test_an_unpicklable_factory_is_a_clear_error(pytester: pytest.Pytester) -> None:
+    """A ``shared_storage_factory()`` that cannot be pickled fails, saying what it must return."""
+    recorder = run_kit(
+        pytester,
+        """
+        async def make_storage(self):
+            return MemoryStorage()
+
+        def shared_storage_factory(self):
+            return lambda: MemoryStorage()
+        """,
+        "-k",
+        "racing_processes and asyncio",
+    )
+    _, _, failed = recorder.listoutcomes()
+    assert len(failed) == 1
+    assert "must return a picklable callable" in str(failed[0].longrepr)

@@ -48,7 +48,8 @@ RUNTIMES: Final = ("asyncio", "trio")
 MadeStorage = Awaitable[Storage] | AbstractAsyncContextManager[Storage]
 """What ``make_storage`` returns: a storage (from an ``async def``) or a context manager of one."""
 
-_PROCESS_DEADLINE: Final = 120.0
+# Bounds the waits on other processes and on a failing driver: a hang fails the test.
+_DEADLINE: Final = 120.0
 _NAME: Final = "model-api"
 
 
@@ -332,13 +333,10 @@ class StorageTests:
         factory = self.shared_storage_factory()
         if factory is None:
             pytest.skip("not shared between processes: define shared_storage_factory() to test it")
-        tasks_per_process = 2
         target = 12 * self.processes
-        payload = base64.b64encode(
-            pickle.dumps((factory, target, tasks_per_process, anyio_backend))
-        ).decode("ascii")
+        payload = _payload(factory, target, 2, anyio_backend)
         wins: dict[int, list[int]] = {}
-        with anyio.fail_after(_PROCESS_DEADLINE):
+        with anyio.fail_after(_DEADLINE):
             async with AsyncExitStack() as stack:
                 children = [
                     await _Child.start(stack, payload, self.tmp_path / f"stderr-{index}.txt")
@@ -361,8 +359,8 @@ class StorageTests:
         if factory is None:
             pytest.skip("not shared between processes: define shared_storage_factory() to test it")
         assert await storage_under_test.compare_and_set(_NAME, None, _samples()[-1])
-        payload = base64.b64encode(pickle.dumps((factory, 0, 0, anyio_backend))).decode("ascii")
-        with anyio.fail_after(_PROCESS_DEADLINE):
+        payload = _payload(factory, 0, 0, anyio_backend)
+        with anyio.fail_after(_DEADLINE):
             async with AsyncExitStack() as stack:
                 child = await _Child.start(stack, payload, self.tmp_path / "stderr.txt")
                 await child.expect("ready")
@@ -413,7 +411,7 @@ class StorageTests:
     async def test_driver_failures_are_storage_errors(self, tmp_path: Path, operation: str) -> None:
         """A failing driver surfaces as StorageError, with the driver's exception as the cause."""
         async with self._failing_storage(tmp_path) as storage:
-            with anyio.fail_after(_PROCESS_DEADLINE), pytest.raises(StorageError) as caught:
+            with anyio.fail_after(_DEADLINE), pytest.raises(StorageError) as caught:
                 await _call(storage, operation)
             assert caught.value.__cause__ is not None, (
                 "StorageError must chain the driver's exception"
@@ -739,6 +737,18 @@ async def _check_race(storage: Storage, target: int, wins: dict[int, list[int]])
 
 
 # -- other processes ------------------------------------------------------------
+
+
+def _payload(factory: Callable[[], Storage], target: int, tasks: int, runtime: str) -> str:
+    """What a child process needs, as one line of text."""
+    try:
+        pickled = pickle.dumps((factory, target, tasks, runtime))
+    except Exception as error:
+        raise TypeError(
+            f"shared_storage_factory() must return a picklable callable, such as "
+            f"functools.partial(MyStorage, path), not {factory!r}: {error}"
+        ) from error
+    return base64.b64encode(pickled).decode("ascii")
 
 
 class _Child:
