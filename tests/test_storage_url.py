@@ -13,7 +13,16 @@ import pytest
 import anybreaker
 from anybreaker import MemoryStorage, Storage, storage_from_url
 
-from ._storages import REDIS_HOST, REDIS_PORT, redis_url, require_server, unique_name
+from ._storages import (
+    POSTGRES_HOST,
+    POSTGRES_PORT,
+    REDIS_HOST,
+    REDIS_PORT,
+    postgres_url,
+    redis_url,
+    require_server,
+    unique_name,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -313,6 +322,7 @@ async def test_sqlite_memory_url_makes_a_working_storage() -> None:
         assert await storage.names() == ["a"]
 
 
+@pytest.mark.server
 async def test_redis_url_makes_a_working_redis_storage() -> None:
     """A real ``redis://`` URL opens a RedisStorage with its prefix."""
     module = pytest.importorskip("anybreaker.storage.redis", reason="needs anybreaker[redis]")
@@ -324,3 +334,23 @@ async def test_redis_url_makes_a_working_redis_storage() -> None:
         assert storage.prefix == prefix
         assert storage.staleness == 0
         assert await storage.names() == []
+
+
+@pytest.mark.server
+async def test_postgresql_url_makes_a_working_storage() -> None:
+    """A real ``postgresql+psycopg://`` URL opens a SQLAlchemyStorage on its table and schema."""
+    sql = pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[postgres]")
+    pytest.importorskip("psycopg", reason="needs psycopg")
+    require_server("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
+    table = unique_name("breakers_url")
+    storage = storage_from_url(
+        f"{postgres_url('psycopg')}?schema=public&table={table}&staleness=0&connect_timeout=5"
+    )
+    assert isinstance(storage, sql.SQLAlchemyStorage)
+    async with storage:
+        try:
+            assert storage.staleness == 0
+            assert await storage.compare_and_set("a", None, anybreaker.BreakerRecord(version=1))
+            assert await storage.names() == ["a"]
+        finally:
+            await sql.drop_table(storage)
