@@ -80,6 +80,22 @@ class TestSQLiteAiosqliteStorage(StorageTests):
         finally:
             await engine.dispose()
 
+    @asynccontextmanager
+    async def make_failing_storage(self) -> AsyncIterator[Storage]:
+        sql = _sql()
+        pytest.importorskip("aiosqlite", reason="needs anybreaker[aiosqlite]")
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        # A directory where the database file should be: the driver cannot open it.
+        path = self.tmp_path / "a-directory.db"
+        path.mkdir()
+        engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+        try:
+            async with sql.SQLAlchemyStorage(engine, staleness=0) as storage:
+                yield storage
+        finally:
+            await engine.dispose()
+
 
 class _PostgresTests(StorageTests):
     """SQLAlchemyStorage on PostgreSQL, in a table of its own per test."""
