@@ -72,11 +72,13 @@ _DIALECTS: Final = ("sqlite", "postgresql")
 
 # SQLite's own busy handler waits with growing sleeps (1, 2, 5, 10, ... 100
 # ms), so a writer that has waited long polls least often and keeps losing
-# the lock to newcomers. Short busy waits, each followed by a short random
-# pause and a fresh attempt, share the lock far more fairly between
-# processes.
-_BUSY_TIMEOUT: Final = 0.05
-_MAX_PAUSE: Final = 0.01
+# the lock to newcomers; and a write that waited long finds the version it
+# expected gone, so the breaker must read and try again. Short busy waits,
+# each followed by a short random pause (doubling from 0.5 ms up to 5 ms)
+# and a fresh attempt, share the lock far more fairly between processes.
+_BUSY_TIMEOUT: Final = 0.005
+_FIRST_PAUSE: Final = 0.0005
+_MAX_PAUSE: Final = 0.005
 _POOL_SIZE: Final = 8
 # What a database or its driver raises when it fails; anything else (a
 # CompileError, a TypeError) is a bug and is not dressed up as a StorageError.
@@ -406,7 +408,9 @@ class SQLAlchemyStorage(StorageBase):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        return min(remaining, random.uniform(0, _MAX_PAUSE * min(attempt + 1, 4)))
+        return min(
+            remaining, random.uniform(0, min(_FIRST_PAUSE * 2 ** min(attempt, 8), _MAX_PAUSE))
+        )
 
     def _storage_error(self, error: BaseException) -> StorageError:
         if isinstance(error, StorageError):
