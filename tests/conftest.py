@@ -47,17 +47,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A run restricted to trio leaves the synchronous tests to the asyncio run."""
-    if BACKENDS != ("trio",):
-        return
-    def is_async(item: pytest.Item) -> bool:
-        return "anyio_backend" in getattr(item, "fixturenames", ())
+    """Keep only the runtimes under test; a trio run leaves synchronous tests to asyncio."""
 
-    selected = [item for item in items if is_async(item)]
-    deselected = [item for item in items if not is_async(item)]
+    def wanted(item: pytest.Item) -> bool:
+        if "anyio_backend" not in getattr(item, "fixturenames", ()):
+            return BACKENDS != ("trio",)
+        callspec = getattr(item, "callspec", None)
+        # Classes that choose their own runtimes (the kit) are held to BACKENDS too.
+        return callspec is None or callspec.params.get("anyio_backend", BACKENDS[0]) in BACKENDS
+
+    deselected = [item for item in items if not wanted(item)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = selected
+        items[:] = [item for item in items if wanted(item)]
 
 
 @pytest.fixture
