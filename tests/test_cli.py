@@ -392,16 +392,17 @@ def test_status_and_reset_on_a_server_storage(
         url = f"{postgres_url('psycopg')}?table={unique_name('breakers')}"
 
     async def open_breaker() -> None:
-        async with storage_from_url(url) as storage:  # type: ignore[attr-defined]
+        async with storage_from_url(url) as storage:
             await CircuitBreaker("model-api", storage=storage).force_open()
 
     async def clean_up() -> None:
-        async with storage_from_url(url) as storage:  # type: ignore[attr-defined]
+        async with storage_from_url(url) as storage:
             if kind == "redis":
                 await storage.delete("model-api")
             else:
-                from anybreaker.storage.sql import drop_table
+                from anybreaker.storage.sql import SQLAlchemyStorage, drop_table
 
+                assert isinstance(storage, SQLAlchemyStorage)
                 await drop_table(storage)
 
     anyio.run(open_breaker)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
 
 from .._state import CircuitState
 
@@ -159,6 +160,19 @@ class Storage(Protocol):
     async def aclose(self) -> None:
         """Release the storage's resources; calling it again does nothing."""
         ...
+
+
+class ContextManagedStorage(Storage, Protocol):
+    """A storage used as ``async with storage:``, as every shipped storage is."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None: ...
 
 
 def check_new_version(expected_version: int | None, record: BreakerRecord) -> None:

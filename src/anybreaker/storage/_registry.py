@@ -30,7 +30,7 @@ from importlib.metadata import entry_points
 from typing import Any, Final
 from urllib.parse import unquote, unquote_plus, urlsplit
 
-from ._protocol import Storage
+from ._protocol import ContextManagedStorage
 
 __all__ = ["ENTRY_POINT_GROUP", "storage_from_url"]
 
@@ -95,7 +95,7 @@ _OPTIONS: Final[dict[str, dict[str, Converter]]] = {
 _BUILT_IN: Final = ("memory", "sqlite", "postgresql", "postgresql+DRIVER", "redis", "rediss")
 
 
-def storage_from_url(url: str, **options: Any) -> Storage:
+def storage_from_url(url: str, **options: Any) -> ContextManagedStorage:
     """Return a new storage for ``url``, configured by its query and ``options``.
 
     ``memory://``, ``sqlite:///path``, ``postgresql[+DRIVER]://``,
@@ -143,10 +143,10 @@ def _family(scheme: str) -> str | None:
     return None
 
 
-def _registered(scheme: str) -> Callable[..., Storage] | None:
+def _registered(scheme: str) -> Callable[..., ContextManagedStorage] | None:
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         if entry_point.name.lower() == scheme:
-            factory: Callable[..., Storage] = entry_point.load()
+            factory: Callable[..., ContextManagedStorage] = entry_point.load()
             return factory
     return None
 
@@ -211,7 +211,7 @@ def _unknown_option(family: str, name: str) -> str:
     return f"unknown option {name!r} for a {family}:// storage; {takes}"
 
 
-def _memory(url: str, location: str) -> Storage:
+def _memory(url: str, location: str) -> ContextManagedStorage:
     from .memory import MemoryStorage
 
     if location.lower() != "memory://":
@@ -219,7 +219,7 @@ def _memory(url: str, location: str) -> Storage:
     return MemoryStorage()
 
 
-def _sqlite(url: str, location: str, chosen: dict[str, Any]) -> Storage:
+def _sqlite(url: str, location: str, chosen: dict[str, Any]) -> ContextManagedStorage:
     parts = urlsplit(location)
     if parts.netloc:
         raise ValueError(
