@@ -89,6 +89,7 @@ _FAILURES: Final = (
     sqlite3.Error,
     OSError,
 )
+_CURSOR: Final = "anybreaker_cursor"
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
@@ -580,7 +581,14 @@ class _Compiled:
         parameters: Any = values if self.order is None else tuple(values[n] for n in self.order)
         driver_connection: Any = connection.connection.dbapi_connection
         dialect = connection.dialect
-        cursor = driver_connection.cursor()
+        # One cursor per connection, kept: with an async driver making and
+        # closing one are round trips to its thread or server.
+        kept = connection.info.get(_CURSOR)
+        if kept is not None and kept[0] is driver_connection:
+            cursor = kept[1]
+        else:
+            cursor = driver_connection.cursor()
+            connection.info[_CURSOR] = (driver_connection, cursor)
         try:
             cursor.execute(self.sql, parameters)
             if fetch == "one":
@@ -589,9 +597,13 @@ class _Compiled:
                 return cursor.fetchall()
             return cursor.rowcount
         except dialect.loaded_dbapi.Error as error:
+            connection.info.pop(_CURSOR, None)
             disconnected = dialect.is_disconnect(error, driver_connection, cursor)
             if disconnected:
                 connection.invalidate(error)
+            else:
+                with contextlib.suppress(Exception):
+                    cursor.close()
             raise DBAPIError.instance(
                 self.sql,
                 parameters,
@@ -600,9 +612,6 @@ class _Compiled:
                 connection_invalidated=disconnected,
                 dialect=dialect,
             ) from error
-        finally:
-            if not connection.invalidated:
-                cursor.close()
 
 
 class _Statements:
