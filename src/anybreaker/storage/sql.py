@@ -311,6 +311,9 @@ class SQLAlchemyStorage(StorageBase):
                         result = operation(connection, *args)
                         healthy = True
                         return result
+                    except StorageError:
+                        healthy = True  # A record it cannot read: the connection is fine.
+                        raise
                     except _FAILURES as error:
                         healthy = _is_locked(error)
                         raise
@@ -320,8 +323,9 @@ class SQLAlchemyStorage(StorageBase):
                 if _disconnected(error):
                     # The server went away: the other kept connections are
                     # as dead as this one.
-                    for connection in self._forget_connections():
-                        connection.invalidate()
+                    for idle in self._forget_connections():
+                        with contextlib.suppress(*_FAILURES):
+                            idle.invalidate()
                 pause = self._pause(error, attempt, deadline)
                 if pause is None:
                     raise self._storage_error(error) from error
@@ -373,6 +377,9 @@ class SQLAlchemyStorage(StorageBase):
                     result: T = await connection.run_sync(operation, *args)
                     healthy = True
                     return result
+                except StorageError:
+                    healthy = True
+                    raise
                 except _FAILURES as error:
                     healthy = _is_locked(error)
                     raise
@@ -391,7 +398,8 @@ class SQLAlchemyStorage(StorageBase):
                 if _disconnected(error):
                     with anyio.CancelScope(shield=True):
                         for idle in self._forget_connections():
-                            await idle.invalidate()
+                            with contextlib.suppress(*_FAILURES):
+                                await idle.invalidate()
                 pause = self._pause(error, attempt, deadline)
                 if pause is None:
                     raise self._storage_error(error) from error
@@ -437,7 +445,8 @@ class SQLAlchemyStorage(StorageBase):
                     self._ready = False
                     # Kept and pooled connections still point at the old file.
                     for connection in self._forget_connections():
-                        connection.close()
+                        with contextlib.suppress(*_FAILURES):
+                            connection.close()
                     assert self._engine is not None
                     self._engine.dispose()
 
@@ -453,7 +462,8 @@ class SQLAlchemyStorage(StorageBase):
                 # Do not keep a connection to a file that was refused: once
                 # it is replaced, the next attempt must open the new one.
                 for connection in self._forget_connections():
-                    connection.close()
+                    with contextlib.suppress(*_FAILURES):
+                        connection.close()
                 self._engine.dispose()
             raise
         self._identity = _file_identity(self._path) if self._path is not None else None
