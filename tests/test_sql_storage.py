@@ -13,7 +13,13 @@ from typing import Any
 import anyio
 import pytest
 
-from anybreaker import BreakerRecord, CircuitBreaker, CircuitState, StorageError
+from anybreaker import (
+    BreakerRecord,
+    CircuitBreaker,
+    CircuitBreakerOpenError,
+    CircuitState,
+    StorageError,
+)
 from anybreaker.testing import FakeClock
 
 from ._storages import POSTGRES_HOST, POSTGRES_PORT, postgres_url, require_server, unique_name
@@ -162,6 +168,32 @@ async def test_a_breaker_reopened_on_the_file_is_still_open(tmp_path: Path) -> N
         again = CircuitBreaker("api", storage=storage, clock=clock, timeout=30)
         assert await again.get_state() is CircuitState.OPEN
         assert again.get_time_until_retry() == pytest.approx(20)
+
+
+async def test_an_opening_is_seen_through_another_storage_within_staleness(
+    tmp_path: Path,
+) -> None:
+    """Another storage on the file sees an opening once its 0.1 s staleness has passed."""
+    clock = FakeClock()
+    path = tmp_path / "breakers.db"
+    ran: list[str] = []
+
+    async def dependency() -> None:
+        ran.append("ran")
+
+    async with sql.SQLiteStorage(path) as first, sql.SQLiteStorage(path) as second:
+        opener = CircuitBreaker("api", storage=first, clock=clock, failure_threshold=1)
+        other = CircuitBreaker("api", storage=second, clock=clock)
+        await other.call(dependency)
+        await opener.record_failure(RuntimeError("down"))
+        clock.advance(0.05)
+        # Within the staleness bound the other breaker may act on its last read...
+        await other.call(dependency)
+        clock.advance(0.05)
+        # ...and no longer after it.
+        with pytest.raises(CircuitBreakerOpenError):
+            await other.call(dependency)
+    assert ran == ["ran", "ran"]
 
 
 async def test_stored_record_it_cannot_read_is_a_storage_error(tmp_path: Path) -> None:
