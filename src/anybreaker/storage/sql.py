@@ -109,7 +109,9 @@ class SQLAlchemyStorage(StorageBase):
     ``postgresql+psycopg://...``), a SQLAlchemy ``Engine``, or an
     ``AsyncEngine`` (``sqlite+aiosqlite``, ``postgresql+asyncpg``; asyncio
     only). An engine the storage creates from a URL it disposes of on
-    ``aclose()``; an engine it is given stays the caller's.
+    ``aclose()``; an engine it is given stays the caller's. While open, the
+    storage keeps the connections it has used (never more than the engine's
+    pool holds) for its next operations; ``aclose()`` gives them back.
 
     The storage owns two tables: ``table`` (one row per breaker: ``name``
     primary key, ``version``, ``state`` and ``record``, the record as JSON)
