@@ -11,7 +11,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Final, ParamSpec, Self, TypeVar
@@ -36,7 +36,6 @@ Listener = Callable[[StateChange], Awaitable[None] | None]
 
 _CLOSED: Final = CircuitState.CLOSED
 _OPEN: Final = CircuitState.OPEN
-_MAX_WRITE_ATTEMPTS: Final = 100
 _CONTENDED_RETRY: Final = 0.001
 
 # The calls entered with ``async with`` that carry a ticket, innermost first:
@@ -407,7 +406,7 @@ class CircuitBreaker:
         except _StoragePolicyRefusal:
             return self._admit_without_storage()
         await self._observe(now)
-        for _ in range(_MAX_WRITE_ATTEMPTS):
+        for _ in self._attempts():
             admission = machine.admit(record, self._config, now, _new_token)
             if not admission.allowed:
                 self._rejected += 1
@@ -429,6 +428,17 @@ class CircuitBreaker:
         self._rejected += 1
         raise CircuitBreakerOpenError(self._name, _CONTENDED_RETRY)
 
+    def _attempts(self) -> Iterator[None]:
+        """Yield once per compare-and-set attempt, for up to ``storage_timeout`` seconds.
+
+        Each conflict means another writer made progress, so a write retries
+        however many times it takes within that time.
+        """
+        deadline = anyio.current_time() + self._config.storage_timeout
+        yield
+        while anyio.current_time() < deadline:
+            yield
+
     def _admit_without_storage(self) -> tuple[int, str | None]:
         """Admit or reject as on_storage_error says while the storage fails."""
         if self._config.on_storage_error == "reject":
@@ -441,8 +451,8 @@ class CircuitBreaker:
     def _give_up_writing(self) -> None:
         """Say that a write lost every compare-and-set it tried."""
         error = StorageError(
-            f"circuit {self._name!r}: gave up after {_MAX_WRITE_ATTEMPTS} "
-            "compare-and-set conflicts in a row"
+            f"circuit {self._name!r}: compare-and-set conflicts went on for longer "
+            f"than storage_timeout={self._config.storage_timeout} s"
         )
         if self._config.on_storage_error == "raise":
             raise error
@@ -485,7 +495,7 @@ class CircuitBreaker:
         """Apply ``change`` with compare-and-set, re-reading on conflict."""
         now = self._clock()
         record = self._record
-        for _ in range(_MAX_WRITE_ATTEMPTS):
+        for _ in self._attempts():
             new = change(record, now)
             if new is None:
                 return
