@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sqlite3
 import subprocess
@@ -19,12 +20,15 @@ from anybreaker import (
     CircuitBreakerOpenError,
     CircuitState,
     StorageError,
+    storage_from_url,
 )
 from anybreaker.testing import FakeClock
 
 from ._storages import POSTGRES_HOST, POSTGRES_PORT, postgres_url, require_server, unique_name
 
-sql = pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[sqlite]")
+sql = pytest.importorskip(
+    "anybreaker.storage.sql", reason="needs anybreaker[sqlite]", exc_type=ImportError
+)
 sa = pytest.importorskip("sqlalchemy")
 
 pytestmark = pytest.mark.anyio
@@ -211,10 +215,10 @@ async def test_stored_record_it_cannot_read_is_a_storage_error(tmp_path: Path) -
 
 
 async def test_creates_its_tables_with_a_schema_version(tmp_path: Path) -> None:
-    """First use creates the breakers table and a marker table holding the schema version."""
+    """The first write creates the breakers table and a marker table holding the schema version."""
     path = tmp_path / "breakers.db"
     async with sql.SQLiteStorage(path) as storage:
-        await storage.names()
+        assert await storage.compare_and_set("a", None, record(1))
     assert tables(path) == {TABLE, f"{TABLE}_meta"}
     connection = sqlite3.connect(path)
     try:
@@ -254,6 +258,8 @@ async def test_table_name_is_configurable(tmp_path: Path) -> None:
     ):
         assert await first.compare_and_set("api", None, record(1))
         assert await second.names() == []
+        assert await second.compare_and_set("api", None, record(1, CircuitState.OPEN))
+        assert await first.get("api") == record(1)
     assert tables(path) == {"team_a", "team_a_meta", "team_b", "team_b_meta"}
 
 
@@ -261,7 +267,7 @@ async def test_a_file_it_creates_uses_wal(tmp_path: Path) -> None:
     """A database file the storage creates itself is switched to WAL."""
     path = tmp_path / "breakers.db"
     async with sql.SQLiteStorage(path) as storage:
-        await storage.names()
+        assert await storage.compare_and_set("a", None, record(1))
     assert journal_mode(path) == "wal"
 
 
@@ -280,11 +286,11 @@ async def test_journal_mode_is_switched_when_asked(tmp_path: Path) -> None:
     existing = tmp_path / "app.db"
     run_sql(existing, "CREATE TABLE users (id INTEGER PRIMARY KEY)")
     async with sql.SQLiteStorage(existing, journal_mode="wal") as storage:
-        await storage.names()
+        assert await storage.compare_and_set("a", None, record(1))
     assert journal_mode(existing) == "wal"
     new = tmp_path / "new.db"
     async with sql.SQLiteStorage(new, journal_mode="delete") as storage:
-        await storage.names()
+        assert await storage.compare_and_set("a", None, record(1))
     assert journal_mode(new) == "delete"
 
 
@@ -369,10 +375,95 @@ async def test_a_refused_table_is_accepted_once_it_is_gone(tmp_path: Path) -> No
         assert await storage.compare_and_set("a", None, record(1))
 
 
+# -- reads write nothing --------------------------------------------------------
+
+
+async def test_reads_of_a_missing_file_create_nothing(tmp_path: Path, anyio_backend: str) -> None:
+    """get, names and delete on a file that is not there answer empty and create no file."""
+    path = tmp_path / "breakers.db"
+    urls = [f"sqlite:///{path}"]
+    if anyio_backend == "asyncio" and importlib.util.find_spec("aiosqlite") is not None:
+        urls.append(f"sqlite+aiosqlite:///{path}")
+    for storage in [sql.SQLiteStorage(path), *map(sql.SQLAlchemyStorage, urls)]:
+        async with storage:
+            assert await storage.get("a") is None
+            assert await storage.names() == []
+            await storage.delete("a")
+    assert snapshot(tmp_path) == {}
+
+
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+async def test_reads_of_an_applications_database_change_no_byte(tmp_path: Path, mode: str) -> None:
+    """Reads on a database without the storage's tables leave its bytes and tables as they were."""
+    path = tmp_path / "app.db"
+    run_sql(
+        path,
+        f"PRAGMA journal_mode={mode}",
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)",
+        "INSERT INTO users (name) VALUES ('ada')",
+    )
+    before = path.read_bytes()
+    # journal_mode= is applied by the first write, not by a read.
+    async with sql.SQLiteStorage(path, journal_mode="truncate") as storage:
+        assert await storage.get("a") is None
+        assert await storage.names() == []
+        await storage.delete("a")
+    assert path.read_bytes() == before
+    assert tables(path) == {"users"}
+    assert journal_mode(path) == mode
+
+
+async def test_reads_check_its_tables_once_they_exist(tmp_path: Path) -> None:
+    """A read finds tables another storage created later; once found, a read is one statement."""
+    path = tmp_path / "breakers.db"
+    async with sql.SQLiteStorage(path) as reader, sql.SQLiteStorage(path) as writer:
+        assert await reader.names() == []
+        assert not path.exists()
+        assert await writer.compare_and_set("a", None, record(1))
+        assert await reader.names() == ["a"]
+
+        statements: list[str] = []
+
+        def trace(dbapi_connection: Any, connection_record: Any) -> None:
+            dbapi_connection.set_trace_callback(statements.append)
+
+        # Connections made from now on report every statement they run.
+        sa.event.listen(reader._engine, "connect", trace)
+        reader._release_file()
+        assert await reader.get("a") == record(1)
+        assert await reader.get("a") == record(1)
+        reads = [" ".join(text.split()) for text in statements if not text.startswith("PRAGMA")]
+        assert len(reads) == 2, reads
+        assert all(f"FROM {TABLE} WHERE" in read for read in reads), reads
+
+
+@pytest.mark.parametrize("kind", ["SQLiteStorage", "sqlite URL"])
+async def test_an_error_names_the_operation_and_file_and_says_the_drivers_message_once(
+    tmp_path: Path, kind: str
+) -> None:
+    """A driver failure reads as one sentence: what, where, the driver's words once."""
+    path = tmp_path / "broken.db"
+    path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    storage = (
+        sql.SQLiteStorage(path)
+        if kind == "SQLiteStorage"
+        else storage_from_url(f"sqlite:///{path}")
+    )
+    async with storage:
+        with pytest.raises(StorageError) as caught:
+            await storage.get("model-api")
+    message = str(caught.value)
+    assert message.startswith("reading 'model-api' from SQLite database ")
+    assert str(path) in message
+    assert message.count("file is not a database") == 1
+    assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
+    assert str(caught.value.__cause__) == "file is not a database"
+
+
 async def test_an_older_schema_is_upgraded_in_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A later release upgrades an older layout once, in place, keeping every record."""
+    """A later release's first write upgrades an older layout once, in place, keeping records."""
     path = tmp_path / "breakers.db"
     async with sql.SQLiteStorage(path) as storage:
         assert await storage.compare_and_set("a", None, record(1, CircuitState.OPEN))
@@ -386,9 +477,14 @@ async def test_an_older_schema_is_upgraded_in_place(
     monkeypatch.setattr(sql, "SCHEMA_VERSION", 2)
     monkeypatch.setattr(sql, "_LAYOUTS", {**sql._LAYOUTS, 2: sql._LAYOUTS[1]})
     monkeypatch.setattr(sql, "_UPGRADES", [upgrade])
-    for _ in range(2):
+    async with sql.SQLiteStorage(path) as storage:
+        # A read works on the older layout and leaves it as it is.
+        assert await storage.get("a") == record(1, CircuitState.OPEN)
+    assert upgraded == []
+    for version in (2, 3):
         async with sql.SQLiteStorage(path) as storage:
-            assert await storage.get("a") == record(1, CircuitState.OPEN)
+            assert await storage.compare_and_set("a", version - 1, record(version))
+            assert await storage.get("a") == record(version)
     assert upgraded == [TABLE]
     connection = sqlite3.connect(path)
     try:
@@ -490,11 +586,11 @@ def test_missing_sqlalchemy_names_the_extra() -> None:
 
 
 async def test_entering_touches_no_file(tmp_path: Path) -> None:
-    """Creating and entering a storage opens nothing: the file appears on first use."""
+    """Creating and entering a storage opens nothing: the file appears on the first write."""
     path = tmp_path / "breakers.db"
     async with sql.SQLiteStorage(path) as storage:
         assert not path.exists()
-        await storage.names()
+        assert await storage.compare_and_set("a", None, record(1))
         assert path.exists()
 
 
@@ -521,7 +617,7 @@ async def test_closing_releases_the_file(tmp_path: Path) -> None:
     """aclose() disposes of the engine the storage created: no descriptor on the file remains."""
     path = tmp_path / "breakers.db"
     storage = sql.SQLiteStorage(path)
-    await storage.names()
+    assert await storage.compare_and_set("a", None, record(1))
     assert open_descriptors(path) >= 1
     await storage.aclose()
     assert open_descriptors(path) == 0
@@ -552,13 +648,16 @@ async def test_an_engine_it_was_given_stays_the_callers(tmp_path: Path) -> None:
 
 async def test_unreachable_server_fails_per_operation(tmp_path: Path) -> None:
     """Entering with a server that does not answer works; each operation raises StorageError."""
-    pytest.importorskip("psycopg", reason="needs anybreaker[postgres]")
+    psycopg = pytest.importorskip("psycopg", reason="needs anybreaker[postgres]")
     with socket_nobody_listens_on() as port:
         url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/test"
         async with sql.SQLAlchemyStorage(url) as storage:
             with pytest.raises(StorageError) as caught:
                 await storage.get("a")
-            assert isinstance(caught.value.__cause__, sa.exc.DBAPIError)
+            cause = caught.value.__cause__
+            assert isinstance(cause, psycopg.OperationalError)
+            assert f"127.0.0.1:{port}" in str(caught.value)
+            assert str(caught.value).count(str(cause).partition("\n")[0]) == 1
             with pytest.raises(StorageError):
                 await storage.compare_and_set("a", None, record(1))
 
@@ -739,16 +838,19 @@ async def test_postgres_plain_url_uses_psycopg(postgres_schema: str) -> None:
 
 @pytest.mark.server
 async def test_drop_table_removes_both_tables(postgres_schema: str) -> None:
-    """drop_table() drops the table and its marker; the next use creates them again."""
+    """drop_table() drops the table and its marker; the next write creates them again."""
     async with sql.SQLAlchemyStorage(postgres_url("psycopg"), schema=postgres_schema) as storage:
         assert await storage.compare_and_set("a", None, record(1))
         await sql.drop_table(storage)
         engine = postgres_engine()
         try:
             assert sa.inspect(engine).get_table_names(schema=postgres_schema) == []
+            assert await storage.names() == []
+            assert sa.inspect(engine).get_table_names(schema=postgres_schema) == []
+            assert await storage.compare_and_set("a", None, record(1))
+            assert await storage.names() == ["a"]
         finally:
             engine.dispose()
-        assert await storage.names() == []
 
 
 @pytest.mark.server

@@ -19,7 +19,9 @@ import pytest
 
 from anybreaker import CircuitBreaker, CircuitState
 
-sql = pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[sqlite]")
+sql = pytest.importorskip(
+    "anybreaker.storage.sql", reason="needs anybreaker[sqlite]", exc_type=ImportError
+)
 
 pytestmark = pytest.mark.processes
 

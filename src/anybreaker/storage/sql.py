@@ -93,6 +93,14 @@ _CURSOR: Final = "anybreaker_cursor"
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
+# What each operation was doing, for error messages; ``{}``: the breaker's name.
+_ACTIONS: Final = {
+    "get": "reading {} from",
+    "compare_and_set": "writing {} to",
+    "delete": "deleting {} from",
+    "names": "listing the names in",
+    "drop": "dropping the tables of",
+}
 
 
 def _sqlite_url(path: str | PathLike[str]) -> sa.URL:
@@ -115,10 +123,13 @@ class SQLAlchemyStorage(StorageBase):
 
     The storage owns two tables: ``table`` (one row per breaker: ``name``
     primary key, ``version``, ``state`` and ``record``, the record as JSON)
-    and ``table + "_meta"`` (the layout's schema version). It creates them
-    on first use and refuses, with ``StorageError`` and without writing, a
-    file that is not SQLite or a table of that name it does not recognise.
-    ``schema`` places them in a PostgreSQL schema (which must exist).
+    and ``table + "_meta"`` (the layout's schema version). The first write
+    creates them; a read never creates or changes anything (on a database
+    without the tables ``get`` finds ``None``, ``names`` ``[]``, and a
+    missing SQLite file is not created). Reads and writes refuse, with
+    ``StorageError`` and without writing, a file that is not SQLite or a
+    table of that name it does not recognise. ``schema`` places them in a
+    PostgreSQL schema (which must exist).
 
     ``staleness``: seconds a breaker may act on a record it read before
     reading it again (0: read on every call). Writes always compare-and-set
@@ -186,6 +197,13 @@ class SQLAlchemyStorage(StorageBase):
         )
         self._journal_mode = journal_mode
         self._url = url.render_as_string(hide_password=True)
+        located = f"table {schema}.{table}" if schema is not None else f"table {table}"
+        if self._memory:
+            self._where = f"SQLite database :memory: ({located})"
+        elif self._sqlite:
+            self._where = f"SQLite database {database} ({located})"
+        else:
+            self._where = f"PostgreSQL database {self._url} ({located})"
         self._table_name = table
         self._schema = schema
         self._statements = _Statements(table, schema, dialect)
@@ -213,7 +231,12 @@ class SQLAlchemyStorage(StorageBase):
         self._idle_lock = threading.Lock()
         self._generation = 0
 
+        # Writes need the set-up done (tables created or checked, journal
+        # mode set); reads only need to know the tables exist and are this
+        # library's. Both are learnt once: after that no operation pays for
+        # a check.
         self._ready = False
+        self._readable = False
         self._identity: tuple[int, int] | None = None
         self._set_up_lock = threading.Lock()
         # A :memory: database is one connection shared by every thread: one
@@ -231,22 +254,24 @@ class SQLAlchemyStorage(StorageBase):
 
     async def get(self, name: str) -> BreakerRecord | None:
         """Return the record stored under ``name``, or ``None``."""
-        return await self._run(self._statements.get, name)
+        return await self._run(self._statements.get, (name,), _nothing)
 
     async def compare_and_set(
         self, name: str, expected_version: int | None, record: BreakerRecord
     ) -> bool:
         """Store ``record`` if the stored version is ``expected_version``."""
         check_new_version(expected_version, record)
-        return await self._run(self._statements.compare_and_set, name, expected_version, record)
+        return await self._run(
+            self._statements.compare_and_set, (name, expected_version, record), None
+        )
 
     async def delete(self, name: str) -> None:
         """Remove the record stored under ``name``, if any."""
-        await self._run(self._statements.delete, name)
+        await self._run(self._statements.delete, (name,), _nothing)
 
     async def names(self) -> list[str]:
         """Return the names that have a record, sorted."""
-        return await self._run(self._statements.names)
+        return await self._run(self._statements.names, (), list)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -275,16 +300,27 @@ class SQLAlchemyStorage(StorageBase):
 
     # -- running statements ------------------------------------------------
 
-    async def _run(self, operation: Callable[..., T], *args: Any) -> T:
+    async def _run(
+        self,
+        operation: Callable[..., T],
+        args: tuple[Any, ...],
+        absent: Callable[[], T] | None,
+    ) -> T:
+        """Run ``operation``: a write when ``absent`` is ``None``, else a read.
+
+        A write sets the tables up first if need be. A read of a database
+        that has no tables yet creates nothing (not even the SQLite file) and
+        returns ``absent()``.
+        """
         self._check_open()
         if self._limiter is None and self._limit is not None:
             self._limiter = anyio.CapacityLimiter(self._limit)
         if self._async_engine is not None:
             _require_asyncio()
             if self._limiter is None:
-                return await self._run_async(operation, args)
+                return await self._run_async(operation, args, absent)
             async with self._limiter:
-                return await self._run_async(operation, args)
+                return await self._run_async(operation, args, absent)
         # A timed-out caller (the breaker's ``storage_timeout``) is not held
         # up by a worker thread that is still waiting on a lock; the thread
         # ends on its own within ``lock_timeout``.
@@ -292,20 +328,29 @@ class SQLAlchemyStorage(StorageBase):
             self._run_in_thread,
             operation,
             args,
+            absent,
             abandon_on_cancel=True,
             limiter=self._limiter,
         )
 
-    def _run_in_thread(self, operation: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _run_in_thread(
+        self,
+        operation: Callable[..., T],
+        args: tuple[Any, ...],
+        absent: Callable[[], T] | None,
+    ) -> T:
         deadline = time.monotonic() + self._lock_timeout
         attempt = 0
         while True:
             try:
                 self._check_file()
-                if not self._ready:
-                    with self._set_up_lock:
-                        if not self._ready:
-                            self._set_up_sync()
+                if absent is None:
+                    if not self._ready:
+                        with self._set_up_lock:
+                            if not self._ready:
+                                self._set_up_sync()
+                elif not self._readable and not self._find_tables_sync():
+                    return absent()
                 with self._exclusive:
                     connection, generation = self._take()
                     healthy = False
@@ -330,7 +375,7 @@ class SQLAlchemyStorage(StorageBase):
                             idle.invalidate()
                 pause = self._pause(error, attempt, deadline)
                 if pause is None:
-                    raise self._storage_error(error) from error
+                    raise self._storage_error(error, operation, args) from _driver_error(error)
             time.sleep(pause)
             attempt += 1
 
@@ -361,14 +406,22 @@ class SQLAlchemyStorage(StorageBase):
             idle, self._idle = self._idle, []
         return idle
 
-    async def _run_async(self, operation: Callable[..., T], args: tuple[Any, ...]) -> T:
+    async def _run_async(
+        self,
+        operation: Callable[..., T],
+        args: tuple[Any, ...],
+        absent: Callable[[], T] | None,
+    ) -> T:
         assert self._async_engine is not None
         deadline = time.monotonic() + self._lock_timeout
         attempt = 0
         while True:
             try:
-                if not self._ready:
-                    await self._set_up_async()
+                if absent is None:
+                    if not self._ready:
+                        await self._set_up_async()
+                elif not self._readable and not await self._find_tables_async():
+                    return absent()
                 with self._idle_lock:
                     generation = self._generation
                     connection = self._idle.pop() if self._idle else None
@@ -404,7 +457,7 @@ class SQLAlchemyStorage(StorageBase):
                                 await idle.invalidate()
                 pause = self._pause(error, attempt, deadline)
                 if pause is None:
-                    raise self._storage_error(error) from error
+                    raise self._storage_error(error, operation, args) from _driver_error(error)
             await anyio.sleep(pause)
             attempt += 1
 
@@ -423,16 +476,22 @@ class SQLAlchemyStorage(StorageBase):
             remaining, random.uniform(0, min(_FIRST_PAUSE * 2 ** min(attempt, 8), _MAX_PAUSE))
         )
 
-    def _storage_error(self, error: BaseException) -> StorageError:
-        if isinstance(error, StorageError):
-            return error
-        detail = error.orig if isinstance(error, DBAPIError) else error
+    def _storage_error(
+        self, error: BaseException, operation: Callable[..., Any], args: tuple[Any, ...]
+    ) -> StorageError:
+        """One line: what failed, on which database, and the driver's message, once."""
+        driver = _driver_error(error)
+        kind = type(driver)
+        message = str(driver).strip().partition("\n")[0] or "no message"
+        what = _ACTIONS[operation.__name__].format(*(repr(arg) for arg in args[:1]))
         if _is_locked(error):
             return StorageError(
-                f"{self!r}: the database stayed locked by another connection for "
-                f"more than lock_timeout={self._lock_timeout} s ({detail})"
+                f"{what} {self._where} failed: the database stayed locked by another "
+                f"connection for more than lock_timeout={self._lock_timeout} s ({message})"
             )
-        return StorageError(f"{self!r}: {type(detail).__name__}: {detail}")
+        return StorageError(
+            f"{what} {self._where} failed: {message} ({kind.__module__}.{kind.__qualname__})"
+        )
 
     # -- set-up: the library's own tables ----------------------------------
 
@@ -441,16 +500,20 @@ class SQLAlchemyStorage(StorageBase):
         if self._path is None or not self._owns_engine:
             return
         identity = _file_identity(self._path)
-        if self._ready and identity != self._identity:
+        if (self._ready or self._readable) and identity != self._identity:
             with self._set_up_lock:
-                if self._ready and identity != self._identity:
-                    self._ready = False
+                if (self._ready or self._readable) and identity != self._identity:
+                    self._ready = self._readable = False
                     # Kept and pooled connections still point at the old file.
-                    for connection in self._forget_connections():
-                        with contextlib.suppress(*_FAILURES):
-                            connection.close()
-                    assert self._engine is not None
-                    self._engine.dispose()
+                    self._release_file()
+
+    def _release_file(self) -> None:
+        """Close every connection to the file, so the next one opens whatever is there then."""
+        for connection in self._forget_connections():
+            with contextlib.suppress(*_FAILURES):
+                connection.close()
+        assert self._engine is not None
+        self._engine.dispose()
 
     def _set_up_sync(self) -> None:
         created = self._sqlite and (self._path is None or _is_new_file(self._path))
@@ -463,13 +526,56 @@ class SQLAlchemyStorage(StorageBase):
             if self._path is not None and self._engine is not None and self._owns_engine:
                 # Do not keep a connection to a file that was refused: once
                 # it is replaced, the next attempt must open the new one.
-                for connection in self._forget_connections():
-                    with contextlib.suppress(*_FAILURES):
-                        connection.close()
-                self._engine.dispose()
+                self._release_file()
             raise
         self._identity = _file_identity(self._path) if self._path is not None else None
-        self._ready = True
+        self._ready = self._readable = True
+
+    def _find_tables_sync(self) -> bool:
+        """Whether the tables exist (refusing ones that are not this library's); writes nothing."""
+        if self._path is not None:
+            if _is_new_file(self._path):
+                # Connecting would create the file.
+                return False
+            _check_sqlite_header(self._path)
+        identity = _file_identity(self._path) if self._path is not None else None
+        try:
+            with self._exclusive, self._ops.connect() as connection:
+                found = self._find_tables(connection)
+        except BaseException:
+            if self._path is not None and self._engine is not None and self._owns_engine:
+                self._release_file()
+            raise
+        if found:
+            self._identity = identity
+            self._readable = True
+        return found
+
+    async def _find_tables_async(self) -> bool:
+        if self._path is not None:
+            if _is_new_file(self._path):
+                return False
+            _check_sqlite_header(self._path)
+        async with self._ops.connect() as connection:
+            found: bool = await connection.run_sync(self._find_tables)
+        self._readable = found
+        return found
+
+    def _find_tables(self, connection: Connection) -> bool:
+        # One transaction, so that the checks see the tables all before or
+        # all after another process creates them.
+        if self._sqlite:
+            connection.exec_driver_sql("BEGIN")
+            try:
+                version = self._statements.check(connection)
+            finally:
+                connection.exec_driver_sql("ROLLBACK")
+        else:
+            connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin() as transaction:
+                version = self._statements.check(connection)
+                transaction.rollback()
+        return version is not None
 
     async def _set_up_async(self) -> None:
         assert self._async_engine is not None
@@ -483,7 +589,7 @@ class SQLAlchemyStorage(StorageBase):
                 _check_sqlite_header(self._path)
             async with self._ops.connect() as connection:
                 await connection.run_sync(self._set_up, created)
-            self._ready = True
+            self._ready = self._readable = True
 
     def _set_up(self, connection: Connection, created: bool) -> None:
         """Create the tables, or check that the existing ones are this library's."""
@@ -521,9 +627,9 @@ class SQLAlchemyStorage(StorageBase):
                 self._statements.create_or_check(connection)
 
     async def _drop(self) -> None:
-        """Drop the storage's tables; the next operation creates them again."""
-        await self._run(self._statements.drop)
-        self._ready = False
+        """Drop the storage's tables; the next write creates them again."""
+        await self._run(self._statements.drop, (), None)
+        self._ready = self._readable = False
 
 
 class SQLiteStorage(SQLAlchemyStorage):
@@ -742,6 +848,27 @@ class _Statements:
 
     def create_or_check(self, connection: Connection) -> None:
         """Create both tables, or refuse tables that are not this library's."""
+        version = self.check(connection)
+        if version is None:
+            self.metadata.create_all(connection, checkfirst=False)
+            connection.execute(
+                sa.insert(self.meta).values(key="schema_version", value=str(SCHEMA_VERSION))
+            )
+            return
+        for upgrade in _UPGRADES[version - 1 :]:
+            upgrade(self, connection)
+        if version < SCHEMA_VERSION:
+            connection.execute(
+                sa.update(self.meta)
+                .where(self.meta.c.key == "schema_version")
+                .values(value=str(SCHEMA_VERSION))
+            )
+
+    def check(self, connection: Connection) -> int | None:
+        """Return the tables' schema version (``None``: no tables); refuse foreign ones.
+
+        Reads only: it writes nothing, whatever it finds.
+        """
         inspector = sa.inspect(connection)
         if self.schema is not None and self.schema not in inspector.get_schema_names():
             raise StorageError(f"PostgreSQL schema {self.schema!r} does not exist; create it first")
@@ -749,11 +876,7 @@ class _Statements:
         has_meta = inspector.has_table(self.meta.name, schema=self.schema)
         where = self.table.name if self.schema is None else f"{self.schema}.{self.table.name}"
         if not has_table and not has_meta:
-            self.metadata.create_all(connection, checkfirst=False)
-            connection.execute(
-                sa.insert(self.meta).values(key="schema_version", value=str(SCHEMA_VERSION))
-            )
-            return
+            return None
         if has_table and not has_meta:
             raise StorageError(
                 f"a table {where!r} exists that anybreaker did not create "
@@ -792,14 +915,7 @@ class _Statements:
                 f"table {where!r} does not have the layout of anybreaker schema "
                 f"version {version}; left untouched"
             )
-        for upgrade in _UPGRADES[version - 1 :]:
-            upgrade(self, connection)
-        if version < SCHEMA_VERSION:
-            connection.execute(
-                sa.update(self.meta)
-                .where(self.meta.c.key == "schema_version")
-                .values(value=str(SCHEMA_VERSION))
-            )
+        return version
 
     def _has_columns(self, inspector: Any, table: str, expected: frozenset[str]) -> bool:
         try:
@@ -812,7 +928,9 @@ class _Statements:
 # The columns of the breakers table in each schema version this release can
 # read (and upgrade from), and the in-place upgrades: ``_UPGRADES[n - 1]``
 # turns version n into n + 1 inside the set-up transaction, so every process
-# sees the table either before or after. Version 1 is the first.
+# sees the table either before or after. Version 1 is the first. Only a write
+# upgrades (a read writes nothing), so this release's reads must work on every
+# layout listed here.
 _LAYOUTS: Final[dict[int, frozenset[str]]] = {
     1: frozenset({"name", "version", "state", "record"}),
 }
@@ -926,6 +1044,17 @@ def _pool_capacity(pool: sa.pool.Pool) -> int | None:
     if callable(size) and isinstance(overflow, int) and overflow >= 0:
         return max(1, int(size()) + overflow)
     return None
+
+
+def _driver_error(error: BaseException) -> BaseException:
+    """The driver's own exception behind SQLAlchemy's wrapper (whose text repeats it)."""
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        return error.orig
+    return error
+
+
+def _nothing() -> None:
+    """What a read of a record or a deletion finds when the tables do not exist yet."""
 
 
 def _disconnected(error: BaseException) -> bool:
