@@ -9,7 +9,8 @@ Scenarios:
 - ``opening``: call in a loop until refused. The ``opener`` fails one call
   after ``open_delay`` seconds and reports when that failure was stored.
 - ``half_open``: for ``duration`` seconds, try trial calls that each take
-  ``trial_seconds``, and report when each one ran.
+  ``trial_seconds``, resting ``rest_seconds`` after each of its own, and
+  report when each one ran.
 """
 
 from __future__ import annotations
@@ -102,6 +103,11 @@ async def half_open(breaker: CircuitBreaker, settings: dict[str, Any]) -> dict[s
         except CircuitBreakerOpenError:
             refused += 1
             await anyio.sleep(0.001)
+        else:
+            # The process that gave the permit back knows at once that it
+            # is free; resting lets the others, whose view may be up to
+            # staleness old, have their turn.
+            await anyio.sleep(settings["rest_seconds"])
     return {"trials": trials, "refused": refused}
 
 

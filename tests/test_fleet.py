@@ -45,7 +45,9 @@ START_DEADLINE = 60.0
 def shared(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """Where the fleet keeps its breaker: a fresh prefix or table, removed after."""
     if request.param == "redis":
-        pytest.importorskip("anybreaker.storage.redis", reason="needs anybreaker[redis]")
+        pytest.importorskip(
+            "anybreaker.storage.redis", reason="needs anybreaker[redis]", exc_type=ImportError
+        )
         require_server("Redis", REDIS_HOST, REDIS_PORT)
         settings: dict[str, Any] = {
             "kind": "redis",
@@ -53,7 +55,9 @@ def shared(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
             "prefix": unique_name("fleet"),
         }
     else:
-        pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[postgres]")
+        pytest.importorskip(
+            "anybreaker.storage.sql", reason="needs anybreaker[postgres]", exc_type=ImportError
+        )
         pytest.importorskip("psycopg", reason="needs anybreaker[postgres]")
         require_server("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
         settings = {
@@ -161,7 +165,10 @@ def test_half_open_runs_exactly_one_trial_at_a_time_across_processes(
     anyio.run(open_breaker, shared, config)
     workers = [
         {**shared, "scenario": "half_open", "config": config}
-        | {"duration": 1.5, "trial_seconds": 0.01}
+        # Each process rests past staleness after its own trial, so that
+        # several processes run trials and the check below has pairs to
+        # compare across processes.
+        | {"duration": 1.5, "trial_seconds": 0.01, "rest_seconds": 2 * shared["staleness"]}
         for _ in range(FLEET)
     ]
     reports = run_fleet(tmp_path, workers)
