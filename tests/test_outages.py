@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import pytest
 
@@ -144,6 +144,13 @@ class RedisServer:
         )
 
 
+def missing_binary(reason: str) -> NoReturn:
+    """Skip for a server binary that is not installed, or fail where servers are required."""
+    if os.environ.get("ANYBREAKER_REQUIRE_SERVERS") == "1":
+        pytest.fail(f"{reason}; ANYBREAKER_REQUIRE_SERVERS=1 demands it")
+    pytest.skip(reason)
+
+
 def postgres_binaries() -> Path | None:
     """The directory of ``initdb`` and ``pg_ctl``, if a PostgreSQL server is installed."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
@@ -210,11 +217,13 @@ class PostgresServer:
 @pytest.fixture(scope="module")
 def postgres_cluster() -> Iterator[PostgresServer]:
     """One throwaway PostgreSQL cluster for the module (initdb takes seconds)."""
-    pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[postgres]")
+    pytest.importorskip(
+        "anybreaker.storage.sql", reason="needs anybreaker[postgres]", exc_type=ImportError
+    )
     pytest.importorskip("psycopg", reason="needs anybreaker[postgres]")
     binaries = postgres_binaries()
     if binaries is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+        missing_binary("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
     # Not pytest's tmp_path: its parents are private to this user, and the
     # server may have to run as the postgres user.
     directory = Path(tempfile.mkdtemp(prefix="anybreaker-pg-"))
@@ -234,9 +243,11 @@ def postgres_cluster() -> Iterator[PostgresServer]:
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     """A throwaway server, running; whatever a test does to it, it is running after."""
     if request.param == "redis":
-        pytest.importorskip("anybreaker.storage.redis", reason="needs anybreaker[redis]")
-        if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed")
+        pytest.importorskip(
+            "anybreaker.storage.redis", reason="needs anybreaker[redis]", exc_type=ImportError
+        )
+        if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+            missing_binary("redis-server and redis-cli are not both installed")
         redis = RedisServer(tmp_path)
         redis.start()
         yield redis
