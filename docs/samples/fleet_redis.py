@@ -25,7 +25,7 @@ class ModelAPI:
 
     async def complete(self, prompt: str) -> str:
         self.calls += 1
-        await anyio.sleep(0.01)
+        await anyio.sleep(0.005)
         if not self.up:
             raise ConnectionError("model API unavailable")
         return f"completion of {prompt!r}"
@@ -33,9 +33,11 @@ class ModelAPI:
 
 async def worker(api: ModelAPI, tally: dict[str, int]) -> None:
     """One worker process: its storage, its registry, its requests."""
-    async with RedisStorage(REDIS_URL, prefix="docs-fleet") as storage:
+    # Every duration of this demo is short, so that it runs in a blink;
+    # staleness (default 0.1 s) too, to keep its place among them.
+    async with RedisStorage(REDIS_URL, prefix="docs-fleet", staleness=0.01) as storage:
         breakers = CircuitBreakerRegistry(
-            storage=storage, failure_threshold=3, timeout=1.0, success_threshold=2
+            storage=storage, failure_threshold=3, timeout=0.1, success_threshold=2
         )
         for request in range(REQUESTS):
             try:
@@ -46,7 +48,7 @@ async def worker(api: ModelAPI, tally: dict[str, int]) -> None:
                 tally["refused"] += 1  # at once, without calling the API
             except ConnectionError:
                 tally["failed"] += 1
-            await anyio.sleep(0.02)
+            await anyio.sleep(0.002)
 
 
 async def run_fleet(api: ModelAPI) -> dict[str, int]:
@@ -63,7 +65,7 @@ async def main() -> None:
     print(f"API down: {api.calls} of {WORKERS * REQUESTS} requests reached it; {down}")
 
     api.up, api.calls = True, 0
-    await anyio.sleep(1.0)  # the breaker's timeout: a trial is due
+    await anyio.sleep(0.1)  # the breaker's timeout: a trial is due
     back = await run_fleet(api)
     print(f"API back: {back}")
 
