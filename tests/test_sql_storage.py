@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -825,6 +826,36 @@ async def test_postgres_storages_starting_together_create_the_tables_once(
     finally:
         for storage in storages:
             await storage.aclose()
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+async def test_postgres_lock_timeout_bounds_the_wait_for_a_locked_table(
+    postgres_schema: str, driver: str, anyio_backend: str
+) -> None:
+    """A table locked by another connection fails an operation after lock_timeout, not later."""
+    if driver == "asyncpg":
+        pytest.importorskip("asyncpg", reason="needs anybreaker[asyncpg]")
+        if anyio_backend == "trio":
+            pytest.skip("asyncpg needs asyncio")
+    url = postgres_url(driver)
+    async with sql.SQLAlchemyStorage(url, schema=postgres_schema, lock_timeout=0.2) as storage:
+        assert await storage.compare_and_set("a", None, record(1))
+        # Not in autocommit mode: the lock lasts until the transaction ends.
+        engine = sa.create_engine(postgres_url("psycopg"))
+        try:
+            with engine.connect() as connection, connection.begin():
+                connection.execute(
+                    sa.text(f"LOCK TABLE {postgres_schema}.{TABLE} IN ACCESS EXCLUSIVE MODE")
+                )
+                started = time.monotonic()
+                # Without the bound the write would wait as long as the lock.
+                with anyio.fail_after(5), pytest.raises(StorageError, match="lock timeout"):
+                    await storage.compare_and_set("a", 1, record(2))
+                assert 0.15 <= time.monotonic() - started < 2.0
+        finally:
+            engine.dispose()
+        assert await storage.compare_and_set("a", 1, record(2))
 
 
 @pytest.mark.server

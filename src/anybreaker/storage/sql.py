@@ -135,12 +135,15 @@ class SQLAlchemyStorage(StorageBase):
     reading it again (0: read on every call). Writes always compare-and-set
     against the database.
 
-    SQLite only: ``lock_timeout`` is how long one operation waits for a
-    database locked by another connection before it fails with
-    ``StorageError`` (on an engine it creates, in short busy waits retried
-    with jitter; a given engine's connections keep their own busy timeout,
-    sqlite3's default being 5 s); ``journal_mode`` ("wal", "delete",
-    "truncate", "persist") sets the database's journal mode. Without it the
+    ``lock_timeout`` is how long one operation waits for a lock held by
+    another connection before it fails with ``StorageError``: on SQLite, in
+    short busy waits retried with jitter; on PostgreSQL, as the session's
+    ``lock_timeout``. A given engine's connections keep their own wait for
+    each attempt (sqlite3's busy timeout defaults to 5 s; PostgreSQL waits
+    without end unless told otherwise).
+
+    SQLite only: ``journal_mode`` ("wal", "delete", "truncate", "persist")
+    sets the database's journal mode, on the first write. Without it the
     storage switches to WAL only a database file it creates itself, and
     leaves an existing database's journal mode alone.
     """
@@ -220,6 +223,13 @@ class SQLAlchemyStorage(StorageBase):
         self._ops = ops
         if self._owns_engine and self._sqlite:
             sa.event.listen(sync_engine, "connect", _configure_sqlite_connection)
+        elif self._owns_engine:
+            milliseconds = max(1, round(self._lock_timeout * 1000))
+
+            def configure(dbapi_connection: Any, connection_record: Any) -> None:
+                _configure_postgresql_connection(dbapi_connection, milliseconds)
+
+            sa.event.listen(sync_engine, "connect", configure)
         # Never run more operations at once than the pool has connections:
         # the others would wait on the pool, holding a worker thread each.
         self._limiter: anyio.CapacityLimiter | None = None
@@ -1015,6 +1025,17 @@ def _configure_sqlite_connection(dbapi_connection: Any, record: Any) -> None:
             cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
+
+
+def _configure_postgresql_connection(dbapi_connection: Any, lock_timeout_ms: int) -> None:
+    """Bound how long a statement waits for a lock (a table locked by a migration, say)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"SET SESSION lock_timeout = {int(lock_timeout_ms)}")
+    finally:
+        cursor.close()
+    # A SET inside a transaction would end with it: keep it.
+    dbapi_connection.commit()
 
 
 def _require_asyncio() -> None:
