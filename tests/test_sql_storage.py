@@ -380,7 +380,7 @@ async def test_a_refused_table_is_accepted_once_it_is_gone(tmp_path: Path) -> No
 
 
 async def test_reads_of_a_missing_file_create_nothing(tmp_path: Path, anyio_backend: str) -> None:
-    """get, names and delete on a file that is not there answer empty and create no file."""
+    """get, names, delete and drop_table on a missing file answer empty and create no file."""
     path = tmp_path / "breakers.db"
     urls = [f"sqlite:///{path}"]
     if anyio_backend == "asyncio" and importlib.util.find_spec("aiosqlite") is not None:
@@ -390,6 +390,7 @@ async def test_reads_of_a_missing_file_create_nothing(tmp_path: Path, anyio_back
             assert await storage.get("a") is None
             assert await storage.names() == []
             await storage.delete("a")
+            await sql.drop_table(storage)
     assert snapshot(tmp_path) == {}
 
 

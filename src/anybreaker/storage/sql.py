@@ -568,7 +568,8 @@ class SQLAlchemyStorage(StorageBase):
             _check_sqlite_header(self._path)
         async with self._ops.connect() as connection:
             found: bool = await connection.run_sync(self._find_tables)
-        self._readable = found
+        if found:
+            self._readable = True
         return found
 
     def _find_tables(self, connection: Connection) -> bool:
@@ -638,7 +639,8 @@ class SQLAlchemyStorage(StorageBase):
 
     async def _drop(self) -> None:
         """Drop the storage's tables; the next write creates them again."""
-        await self._run(self._statements.drop, (), None)
+        # Without tables there is nothing to drop, and nothing to create first.
+        await self._run(self._statements.drop, (), _nothing)
         self._ready = self._readable = False
 
 
