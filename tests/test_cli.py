@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 import anybreaker
-from anybreaker import CircuitBreaker, CircuitBreakerOpenError, CircuitState
+from anybreaker import BreakerRecord, CircuitBreaker, CircuitBreakerOpenError, CircuitState
 from anybreaker.__main__ import main
 
 from ._storages import (
@@ -32,17 +32,9 @@ from ._storages import (
 SUBPROCESS_TIMEOUT = 30
 
 
-def _registry() -> None:
-    pytest.importorskip(
-        "anybreaker.storage._registry",
-        reason="needs anybreaker.storage._registry (storage_from_url)",
-    )
-
-
 def _sql() -> ModuleType:
-    _registry()
     sql: ModuleType = pytest.importorskip(
-        "anybreaker.storage.sql", reason="needs anybreaker.storage.sql (anybreaker[sqlite])"
+        "anybreaker.storage.sql", reason="needs anybreaker[sqlite]", exc_type=ImportError
     )
     return sql
 
@@ -189,7 +181,8 @@ def test_status_of_an_empty_storage(tmp_path: Path, capsys: pytest.CaptureFixtur
 
     async def create() -> None:
         async with sql.SQLiteStorage(path) as storage:
-            await storage.names()
+            await storage.compare_and_set("x", None, BreakerRecord(version=1))
+            await storage.delete("x")
 
     anyio.run(create)
     assert main(["status", "--url", _url(path)]) == 0
@@ -261,7 +254,6 @@ def test_force_open_opens_until_reset(database: Path, capsys: pytest.CaptureFixt
 
 def test_unknown_url_scheme(capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown URL scheme is one line on stderr naming the known schemes; exit 2."""
-    _registry()
     assert main(["status", "--url", "nosuchscheme://somewhere"]) == 2
     error = _error_line(capsys)
     assert "nosuchscheme" in error
@@ -378,15 +370,18 @@ def test_status_and_reset_on_a_server_storage(
     kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``status`` and ``reset`` work on the server storages, by URL."""
-    _registry()
     from anybreaker import storage_from_url
 
     if kind == "redis":
-        pytest.importorskip("anybreaker.storage.redis", reason="needs anybreaker[redis]")
+        pytest.importorskip(
+            "anybreaker.storage.redis", reason="needs anybreaker[redis]", exc_type=ImportError
+        )
         require_server("Redis", REDIS_HOST, REDIS_PORT)
         url = f"{redis_url()}?prefix={unique_name('anybreaker-cli')}"
     else:
-        pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[postgres]")
+        pytest.importorskip(
+            "anybreaker.storage.sql", reason="needs anybreaker[postgres]", exc_type=ImportError
+        )
         pytest.importorskip("psycopg", reason="needs psycopg")
         require_server("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
         url = f"{postgres_url('psycopg')}?table={unique_name('breakers')}"

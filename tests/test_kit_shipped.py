@@ -33,7 +33,9 @@ _CLOSED_PORT = 1
 
 
 def _sql() -> Any:
-    return pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[sqlite]")
+    return pytest.importorskip(
+        "anybreaker.storage.sql", reason="needs anybreaker[sqlite]", exc_type=ImportError
+    )
 
 
 class TestMemoryStorage(StorageTests):
@@ -164,7 +166,9 @@ class TestPostgresAsyncpgStorage(_PostgresTests):
 
 
 def _redis() -> Any:
-    return pytest.importorskip("anybreaker.storage.redis", reason="needs anybreaker[redis]")
+    return pytest.importorskip(
+        "anybreaker.storage.redis", reason="needs anybreaker[redis]", exc_type=ImportError
+    )
 
 
 @pytest.mark.server

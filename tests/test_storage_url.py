@@ -302,19 +302,25 @@ async def test_entry_point_cannot_replace_a_built_in_scheme() -> None:
 
 async def test_sqlite_url_makes_a_working_sqlite_storage(tmp_path: Path) -> None:
     """A real ``sqlite:///`` URL opens a SQLiteStorage on that file with its options."""
-    sql = pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[sqlite]")
+    sql = pytest.importorskip(
+        "anybreaker.storage.sql", reason="needs anybreaker[sqlite]", exc_type=ImportError
+    )
     path = tmp_path / "breakers.db"
     storage = storage_from_url(f"sqlite:///{path}?staleness=0")
     assert isinstance(storage, sql.SQLiteStorage)
     async with storage:
         assert storage.staleness == 0
         assert await storage.names() == []
+        assert not path.exists(), "a read created the file"
+        assert await storage.compare_and_set("a", None, anybreaker.BreakerRecord(version=1))
     assert path.exists()
 
 
 async def test_sqlite_memory_url_makes_a_working_storage() -> None:
     """``sqlite:///:memory:`` opens a SQLite storage that keeps records while open."""
-    sql = pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[sqlite]")
+    sql = pytest.importorskip(
+        "anybreaker.storage.sql", reason="needs anybreaker[sqlite]", exc_type=ImportError
+    )
     storage = storage_from_url("sqlite:///:memory:")
     assert isinstance(storage, sql.SQLiteStorage)
     async with storage:
@@ -325,7 +331,9 @@ async def test_sqlite_memory_url_makes_a_working_storage() -> None:
 @pytest.mark.server
 async def test_redis_url_makes_a_working_redis_storage() -> None:
     """A real ``redis://`` URL opens a RedisStorage with its prefix."""
-    module = pytest.importorskip("anybreaker.storage.redis", reason="needs anybreaker[redis]")
+    module = pytest.importorskip(
+        "anybreaker.storage.redis", reason="needs anybreaker[redis]", exc_type=ImportError
+    )
     require_server("Redis", REDIS_HOST, REDIS_PORT)
     prefix = unique_name("anybreaker-url")
     storage = storage_from_url(f"{redis_url()}?prefix={prefix}&staleness=0")
@@ -339,7 +347,9 @@ async def test_redis_url_makes_a_working_redis_storage() -> None:
 @pytest.mark.server
 async def test_postgresql_url_makes_a_working_storage() -> None:
     """A real ``postgresql+psycopg://`` URL opens a SQLAlchemyStorage on its table and schema."""
-    sql = pytest.importorskip("anybreaker.storage.sql", reason="needs anybreaker[postgres]")
+    sql = pytest.importorskip(
+        "anybreaker.storage.sql", reason="needs anybreaker[postgres]", exc_type=ImportError
+    )
     pytest.importorskip("psycopg", reason="needs psycopg")
     require_server("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
     table = unique_name("breakers_url")
