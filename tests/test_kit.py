@@ -7,6 +7,7 @@ conftest (as in a user's project).
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import textwrap
 from dataclasses import fields
@@ -14,6 +15,10 @@ from dataclasses import fields
 import pytest
 
 from anybreaker import BreakerRecord
+
+needs_trio = pytest.mark.skipif(
+    importlib.util.find_spec("trio") is None, reason="runs the kit under trio too; needs trio"
+)
 
 pytest_plugins = ["pytester"]
 
@@ -51,6 +56,7 @@ def outcomes(recorder: pytest.HookRecorder) -> dict[str, str]:
     }
 
 
+@needs_trio
 def test_a_correct_storage_passes_under_both_runtimes(pytester: pytest.Pytester) -> None:
     """MemoryStorage passes every test of the kit, under asyncio and under trio."""
     recorder = run_kit(
@@ -302,6 +308,7 @@ def test_a_missing_make_storage_is_a_clear_error(pytester: pytest.Pytester) -> N
     assert all("must define `async def make_storage(self)`" in str(r.longrepr) for r in failed)
 
 
+@needs_trio
 def test_the_kit_lives_with_a_conftest_that_parametrizes_runtimes(
     pytester: pytest.Pytester,
 ) -> None:
@@ -327,6 +334,7 @@ def test_the_kit_lives_with_a_conftest_that_parametrizes_runtimes(
     }
 
 
+@needs_trio
 def test_make_storage_may_be_a_context_manager(pytester: pytest.Pytester) -> None:
     """``make_storage`` written as an async context manager gets set-up and clean-up around it."""
     recorder = run_kit(
@@ -353,6 +361,7 @@ def test_make_storage_may_be_a_context_manager(pytester: pytest.Pytester) -> Non
     assert log == ["made", "cleaned up", "made", "cleaned up"]
 
 
+@needs_trio
 def test_the_kit_lives_with_a_conftest_hook_that_leaves_it_alone(
     pytester: pytest.Pytester,
 ) -> None:
