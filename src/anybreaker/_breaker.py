@@ -361,10 +361,7 @@ class CircuitBreaker:
         Raises ``StorageError`` if the storage fails, unless ``on_storage_error``
         is "local": then, during the outage, it acts on the local state only.
         """
-        try:
-            await self._write(lambda record, now: machine.reset(record, now))
-        except _StoragePolicyRefusal as refusal:
-            raise refusal.error from refusal.error.__cause__
+        await self._administer(machine.reset)
 
     async def force_open(self) -> None:
         """Open the breaker until ``reset()``, for every process sharing it.
@@ -372,8 +369,11 @@ class CircuitBreaker:
         Raises ``StorageError`` if the storage fails, unless ``on_storage_error``
         is "local": then, during the outage, it acts on the local state only.
         """
+        await self._administer(machine.force_open)
+
+    async def _administer(self, change: Callable[[BreakerRecord, float], BreakerRecord]) -> None:
         try:
-            await self._write(lambda record, now: machine.force_open(record, now))
+            await self._write(change)
         except _StoragePolicyRefusal as refusal:
             raise refusal.error from refusal.error.__cause__
 
