@@ -12,6 +12,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Final, ParamSpec, Self, TypeVar
@@ -84,6 +85,8 @@ class _Extra:
 
 
 _NO_EXTRA: Final = _Extra()
+# Shared by every breaker made without settings: configs are immutable.
+_DEFAULT_CONFIG: Final = CircuitBreakerConfig()
 
 
 class CircuitBreaker:
@@ -136,7 +139,7 @@ class CircuitBreaker:
             )
         if config is None:
             check_settings(settings)
-            config = CircuitBreakerConfig(**settings)
+            config = CircuitBreakerConfig(**settings) if settings else _DEFAULT_CONFIG
         elif not isinstance(config, CircuitBreakerConfig):
             raise TypeError(f"config must be a CircuitBreakerConfig, got {type(config).__name__}")
         if storage is None:
@@ -414,7 +417,7 @@ class CircuitBreaker:
             if admission.record is None:
                 return admission.generation, None
             try:
-                with anyio.CancelScope(shield=True):
+                with self._shielded():
                     stored = await self._compare_and_set(record, admission.record, now)
             except _StoragePolicyRefusal:
                 return self._admit_without_storage()
@@ -434,8 +437,8 @@ class CircuitBreaker:
         Each conflict means another writer made progress, so a write retries
         however many times it takes within that time.
         """
-        deadline = anyio.current_time() + self._config.storage_timeout
         yield
+        deadline = anyio.current_time() + self._config.storage_timeout
         while anyio.current_time() < deadline:
             yield
 
@@ -488,7 +491,7 @@ class CircuitBreaker:
             return machine.settle(record, config, now, generation, token, outcome)
 
         # "allow" and "reject" drop what they cannot store.
-        with anyio.CancelScope(shield=True), contextlib.suppress(_StoragePolicyRefusal):
+        with self._shielded(), contextlib.suppress(_StoragePolicyRefusal):
             await self._write(change)
 
     async def _write(self, change: Callable[[BreakerRecord, float], BreakerRecord | None]) -> None:
@@ -556,8 +559,20 @@ class CircuitBreaker:
         return result
 
     async def _call_storage(self, method: str, *args: Any) -> Any:
+        operation = getattr(self._storage, method)
+        if self._local is not None:  # a MemoryStorage answers at once, never slowly
+            return await operation(self._name, *args)
         with anyio.fail_after(self._config.storage_timeout):
-            return await getattr(self._storage, method)(self._name, *args)
+            return await operation(self._name, *args)
+
+    def _shielded(self) -> AbstractContextManager[object]:
+        """Shield a write from cancellation, so that a permit taken is also given back.
+
+        A MemoryStorage never waits, so nothing can interrupt its writes.
+        """
+        if self._local is not None:
+            return contextlib.nullcontext()
+        return anyio.CancelScope(shield=True)
 
     def _storage_recovered(self, extra: _Extra) -> None:
         extra.fallback = None

@@ -13,6 +13,7 @@ __all__ = ["StorageBase"]
 class StorageBase:
     """An async context manager that closes once and refuses use after close."""
 
+    __slots__ = ()
     _closed: bool = False
 
     async def __aenter__(self) -> Self:

@@ -9,6 +9,10 @@ from ._protocol import BreakerRecord, check_new_version
 
 __all__ = ["MemoryStorage"]
 
+# One lock for every MemoryStorage: it is held for a dict operation only, and
+# a lock per storage would double the size of the breakers that own one each.
+_LOCK = threading.Lock()
+
 
 class MemoryStorage(StorageBase):
     """Keep breaker records in memory.
@@ -18,11 +22,13 @@ class MemoryStorage(StorageBase):
     other's writes at once (``staleness`` is 0).
     """
 
+    __slots__ = ("_closed", "_records")
+
     staleness = 0.0
 
     def __init__(self) -> None:
         self._records: dict[str, BreakerRecord] = {}
-        self._lock = threading.Lock()
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<MemoryStorage with {len(self._records)} records>"
@@ -38,7 +44,7 @@ class MemoryStorage(StorageBase):
         """Store ``record`` if the stored version is ``expected_version``."""
         self._check_open()
         check_new_version(expected_version, record)
-        with self._lock:
+        with _LOCK:
             current = self._records.get(name)
             stored_version = None if current is None else current.version
             if stored_version != expected_version:
@@ -49,7 +55,7 @@ class MemoryStorage(StorageBase):
     async def delete(self, name: str) -> None:
         """Remove the record stored under ``name``, if any."""
         self._check_open()
-        with self._lock:
+        with _LOCK:
             self._records.pop(name, None)
 
     async def names(self) -> list[str]:
