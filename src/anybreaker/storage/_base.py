@@ -13,8 +13,12 @@ __all__ = ["StorageBase"]
 class StorageBase:
     """An async context manager that closes once and refuses use after close."""
 
-    __slots__ = ()
-    _closed: bool = False
+    __slots__ = ("_closed",)
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``aclose()`` was called."""
+        return getattr(self, "_closed", False)
 
     async def __aenter__(self) -> Self:
         self._check_open()
@@ -30,7 +34,7 @@ class StorageBase:
 
     async def aclose(self) -> None:
         """Release the storage's resources; calling it again does nothing."""
-        if not self._closed:
+        if not self.closed:
             self._closed = True
             await self._close()
 
@@ -38,5 +42,5 @@ class StorageBase:
         """Release resources; called once by ``aclose()``."""
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self.closed:
             raise StorageError(f"{type(self).__name__} is closed; open a new one")

@@ -22,13 +22,12 @@ class MemoryStorage(StorageBase):
     other's writes at once (``staleness`` is 0).
     """
 
-    __slots__ = ("_closed", "_records")
+    __slots__ = ("_records",)
 
     staleness = 0.0
 
     def __init__(self) -> None:
         self._records: dict[str, BreakerRecord] = {}
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"<MemoryStorage with {len(self._records)} records>"

@@ -399,7 +399,7 @@ class SQLAlchemyStorage(StorageBase):
 
     def _give_back(self, connection: Connection, generation: int, healthy: bool) -> None:
         with self._idle_lock:
-            if healthy and generation == self._generation and not self._closed:
+            if healthy and generation == self._generation and not self.closed:
                 self._idle.append(connection)
                 return
         if not healthy:
@@ -450,7 +450,7 @@ class SQLAlchemyStorage(StorageBase):
                     raise
                 finally:
                     with self._idle_lock:
-                        keep = healthy and generation == self._generation and not self._closed
+                        keep = healthy and generation == self._generation and not self.closed
                         if keep:
                             self._idle.append(connection)
                     if not keep:
