@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,10 +80,36 @@ def versions() -> list[tuple[str, str]]:
     found = []
     for name in VERSIONED:
         try:
-            found.append((name, metadata.version(name)))
+            version = metadata.version(name)
         except metadata.PackageNotFoundError:
-            found.append((name, "not installed"))
+            version = "not installed"
+        if name == "anybreaker":
+            version += _commit()
+        found.append((name, version))
     return found
+
+
+def _commit() -> str:
+    """`` (commit abc1234)`` when run from a git checkout, noting uncommitted source."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return f" (commit {commit}{', with uncommitted changes in src' if dirty else ''})"
 
 
 def _ratio(value: float) -> str:
