@@ -236,17 +236,21 @@ class CircuitBreaker:
         # in ``_TAGS`` (``_tagging``), so that an entry without one is known
         # to be stale when it exits.
         record = self._record
-        if record.state is _CLOSED and not self._tagging:
-            local = self._local  # _fresh(), written out: this is the hot path
-            if (
-                local.get(self._name, INITIAL_RECORD) is record
-                if local is not None
-                else self._clock() - self._read_at < self._staleness
-            ):
+        local = self._local  # _fresh(), written out: this is the hot path
+        if (
+            local.get(self._name, INITIAL_RECORD) is record
+            if local is not None
+            else self._clock() - self._read_at < self._staleness
+        ):
+            if record.state is _CLOSED and not self._tagging:
                 self._untagged += 1
                 return self
-        elif record.state is _OPEN and self._seen is _OPEN and self._fresh():
-            self._reject_if_open(record)
+            if record.state is _OPEN and self._seen is _OPEN:
+                # _reject_if_open(), written out: rejections come in floods.
+                remaining = machine.time_until_retry(record, self._config, self._clock())
+                if remaining > 0:
+                    self._rejected += 1
+                    raise CircuitBreakerOpenError(self._name, remaining)
         generation, token = await self._admit()
         if token is None and not self._tagging:
             self._untagged += 1

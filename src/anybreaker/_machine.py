@@ -164,13 +164,22 @@ def settle(
         return _settle_trial(record, config, now, token, outcome)
     if record.state is not CLOSED or outcome is not Outcome.FAILURE:
         return None
-    failures = (
-        *(t for t in record.failures if _elapsed(t, now) < config.window_size),
-        now,
-    )[-config.failure_threshold :]
+    # A failure counts while less than window_size has elapsed since it
+    # (one stored in the future has elapsed 0): exactly the times after cutoff.
+    cutoff = now - config.window_size
+    failures = [t for t in record.failures if t > cutoff]
+    failures.append(now)
     if len(failures) >= config.failure_threshold:
         return _opened(record, config, now, openings=1)
-    return replace(record, version=record.version + 1, failures=failures)
+    # Built field by field: this runs for every failure, and replace() is slow.
+    return BreakerRecord(
+        state=CLOSED,
+        version=record.version + 1,
+        generation=record.generation,
+        changed_at=record.changed_at,
+        openings=record.openings,
+        failures=tuple(failures),
+    )
 
 
 def _settle_trial(
