@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import math
 import os
+import pathlib
 import random
 import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -90,7 +93,7 @@ _FAILURES: Final = (
     OSError,
 )
 _CURSOR: Final = "anybreaker_cursor"
-_SQLITE_HEADER: Final = b"SQLite format 3\x00"
+_SQLITE_NOTADB: Final = 26
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
 # What each operation was doing, for error messages; ``{}``: the breaker's name.
@@ -498,6 +501,11 @@ class SQLAlchemyStorage(StorageBase):
             return StorageError(
                 f"{what} {self._where} failed: the database stayed locked by another "
                 f"connection for more than lock_timeout={self._lock_timeout} s ({message})"
+            )
+        if _is_not_a_database(error):
+            return StorageError(
+                f"{what} {self._where} failed: the file is not a SQLite database; "
+                f"left untouched ({message})"
             )
         return StorageError(
             f"{what} {self._where} failed: {message} ({kind.__module__}.{kind.__qualname__})"
@@ -1109,14 +1117,46 @@ def _check_sqlite_header(path: str) -> None:
     SQLite itself refuses such a file, except when a ``-wal`` file is left
     next to it (by a database that stood at this path before): it would
     then read, and could checkpoint, the old database's pages over it.
+
+    The header is read through SQLite, never with ``open()``: closing any
+    descriptor of the file drops every POSIX lock this process holds on it,
+    those of SQLite's connections included, and another process would then
+    think itself the file's last user and delete the WAL under them. SQLite
+    keeps a descriptor it closes open while the process holds locks on the
+    file. ``immutable=1`` reads the main file alone (never the ``-wal``) and
+    takes no lock; ``mode=ro`` creates nothing.
+
+    What is not a regular file (a directory, a FIFO that would block the
+    reader) is refused before any driver tries to open it.
     """
     try:
-        with open(path, "rb") as file:
-            header = file.read(len(_SQLITE_HEADER))
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
         return
-    if header and header != _SQLITE_HEADER:
-        raise StorageError(f"{path} is not a SQLite database; left untouched")
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    uri = f"{pathlib.Path(path).absolute().as_uri()}?mode=ro&immutable=1"
+    try:
+        connection = sqlite3.connect(uri, uri=True, isolation_level=None)
+    except sqlite3.Error:
+        return  # No file (or none SQLite can open): the operation itself reports it.
+    try:
+        # Reads the header of page 1 and nothing else.
+        connection.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.Error as error:
+        if _is_not_a_database(error):
+            raise
+    finally:
+        connection.close()
+
+
+def _is_not_a_database(error: BaseException) -> bool:
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    # An error made in Python (not by SQLite) has no error code.
+    code = getattr(cause, "sqlite_errorcode", None) if isinstance(cause, sqlite3.Error) else None
+    return code == _SQLITE_NOTADB
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
