@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import importlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -384,6 +385,24 @@ async def test_a_breaker_opens_for_every_process_through_redis(client: Any, pref
             async with one:
                 1 / 0  # noqa: B018
         assert await two.get_state() is CircuitState.OPEN
+
+
+# -- what cannot be stored, and versions compared exactly ---------------------
+
+
+async def test_a_name_that_is_not_valid_unicode_is_a_storage_error(store: Any) -> None:
+    """A name with a lone surrogate is refused by every operation, naming it, storing nothing."""
+    name = "api-" + os.fsdecode(b"\xff")
+    for operation in (
+        store.get(name),
+        store.compare_and_set(name, None, record(1)),
+        store.delete(name),
+    ):
+        with pytest.raises(StorageError, match="cannot be stored") as caught:
+            await operation
+        assert repr(name) in str(caught.value)
+        assert isinstance(caught.value.__cause__, UnicodeEncodeError)
+    assert await store.names() == []
 
 
 def test_missing_coredis_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -582,6 +582,90 @@ def test_missing_sqlalchemy_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert 'pip install "anybreaker[sqlite]"' in result.stdout
+
+
+# -- what no SQL database can store -------------------------------------------
+
+
+Behind = Callable[[str], None]
+"""Runs a statement (``{table}`` for the storage's table) on its database, behind its back."""
+
+
+@pytest.fixture(params=["sqlite", "sqlite+aiosqlite", "postgresql+psycopg", "postgresql+asyncpg"])
+async def sql_storage(
+    request: pytest.FixtureRequest, tmp_path: Path, anyio_backend: str
+) -> AsyncIterator[tuple[Any, Behind]]:
+    """Each SQL storage (by driver), empty, with a way to change its table behind its back."""
+    kind: str = request.param
+    backend, _, driver = kind.partition("+")
+    if driver in ("aiosqlite", "asyncpg"):
+        pytest.importorskip(driver, reason=f"needs {driver}")
+        if anyio_backend == "trio":
+            pytest.skip(f"SQLAlchemy's async engine over {driver} needs asyncio")
+    if backend == "sqlite":
+        path = tmp_path / "breakers.db"
+
+        def behind_sqlite(statement: str) -> None:
+            run_sql(path, statement.format(table=TABLE))
+
+        made = sql.SQLAlchemyStorage(f"{kind}:///{path}", staleness=0)
+        async with made as storage:
+            yield storage, behind_sqlite
+        return
+    engine = postgres_engine()
+    table = unique_name("breakers")
+
+    def behind_postgresql(statement: str) -> None:
+        with engine.connect() as connection:
+            connection.execute(sa.text(statement.format(table=table)))
+
+    try:
+        async with sql.SQLAlchemyStorage(postgres_url(driver), table=table) as storage:
+            try:
+                yield storage, behind_postgresql
+            finally:
+                await sql.drop_table(storage)
+    finally:
+        engine.dispose()
+
+
+async def test_a_version_at_the_top_of_its_column_is_a_storage_error_naming_it(
+    sql_storage: tuple[Any, Behind],
+) -> None:
+    """A corrupt row at version 2**63 - 1: the next write is a StorageError that says so."""
+    storage, behind = sql_storage
+    top = 2**63 - 1
+    assert await storage.compare_and_set("api", None, BreakerRecord(version=1))
+    behind(f"UPDATE {{table}} SET version = {top} WHERE name = 'api'")
+    assert await storage.get("api") == BreakerRecord(version=top)
+    with pytest.raises(StorageError) as caught:
+        await storage.compare_and_set("api", top, BreakerRecord(version=top + 1))
+    message = str(caught.value)
+    assert message.startswith("writing 'api' to ")
+    assert f"version {top + 1}, the one after {top}, does not fit" in message
+    assert "the record is corrupt. Delete it" in message
+    assert await storage.get("api") == BreakerRecord(version=top)
+    # As the message says: deleting it lets the breaker start afresh.
+    await storage.delete("api")
+    assert await storage.compare_and_set("api", None, BreakerRecord(version=1))
+
+
+async def test_a_name_that_is_not_valid_unicode_is_a_storage_error_naming_it(
+    sql_storage: tuple[Any, Behind],
+) -> None:
+    """A name with a lone surrogate is refused by every operation, naming it; nothing is stored."""
+    storage, _ = sql_storage
+    name = "api-" + os.fsdecode(b"\xff")
+    for operation in (
+        storage.get(name),
+        storage.compare_and_set(name, None, BreakerRecord(version=1)),
+        storage.delete(name),
+    ):
+        with pytest.raises(StorageError, match="cannot be stored") as caught:
+            await operation
+        assert f"breaker name {name!r}" in str(caught.value)
+        assert isinstance(caught.value.__cause__, UnicodeEncodeError)
+    assert await storage.names() == []
 
 
 # -- lifecycle --------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Self
 
 from .._errors import StorageError
 
-__all__ = ["StorageBase"]
+__all__ = ["StorageBase", "check_name"]
 
 
 class StorageBase:
@@ -44,3 +44,18 @@ class StorageBase:
     def _check_open(self) -> None:
         if self.closed:
             raise StorageError(f"{type(self).__name__} is closed; open a new one")
+
+
+def check_name(name: str) -> None:
+    """Refuse, with ``StorageError``, a breaker name no database can store.
+
+    A ``str`` may hold lone surrogates (``os.fsdecode(b"\\xff")`` makes one),
+    which no encoding of Unicode text can write: every driver fails on them.
+    """
+    try:
+        name.encode()
+    except UnicodeEncodeError as error:
+        raise StorageError(
+            f"breaker name {name!r} cannot be stored: it is not valid Unicode text "
+            f"({error.reason} at index {error.start})"
+        ) from error

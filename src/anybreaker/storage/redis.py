@@ -31,7 +31,7 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
     raise ImportError('RedisStorage needs coredis: pip install "anybreaker[redis]"') from error
 
 from .._errors import StorageError
-from ._base import StorageBase
+from ._base import StorageBase, check_name
 from ._protocol import BreakerRecord, check_new_version
 
 __all__ = ["RedisStorage"]
@@ -277,6 +277,7 @@ class RedisStorage(StorageBase):
     async def get(self, name: str) -> BreakerRecord | None:
         """Return the record stored under ``name``, or ``None``."""
         self._ready()
+        check_name(name)
         key = self.key(name)
         try:
             raw = await self._run(self._client.get(key))
@@ -297,6 +298,7 @@ class RedisStorage(StorageBase):
         """Store ``record`` if the stored version is ``expected_version``."""
         check_new_version(expected_version, record)
         self._ready()
+        check_name(name)
         key = self.key(name)
         data = record.to_dict()
         result: object = await self._run(
@@ -318,6 +320,7 @@ class RedisStorage(StorageBase):
     async def delete(self, name: str) -> None:
         """Remove the record stored under ``name``, if any."""
         self._ready()
+        check_name(name)
         key = self.key(name)
         result: object = await self._run(
             self._delete_script(keys=[key, self._index_key], args=[name], client=self._client)

@@ -38,7 +38,7 @@ import anyio
 import anyio.to_thread
 
 from .._errors import StorageError
-from ._base import StorageBase
+from ._base import StorageBase, check_name
 from ._protocol import BreakerRecord, check_new_version
 
 try:
@@ -72,6 +72,8 @@ DEFAULT_TABLE: Final = "anybreaker_breakers"
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,57}")
 _JOURNAL_MODES: Final = ("wal", "delete", "truncate", "persist")
 _DIALECTS: Final = ("sqlite", "postgresql")
+# SQLite's INTEGER and PostgreSQL's BIGINT, which hold the version.
+_MAX_VERSION: Final = 2**63 - 1
 
 # SQLite's own busy handler waits with growing sleeps (1, 2, 5, 10, ... 100
 # ms), so a writer that has waited long polls least often and keeps losing
@@ -267,6 +269,7 @@ class SQLAlchemyStorage(StorageBase):
 
     async def get(self, name: str) -> BreakerRecord | None:
         """Return the record stored under ``name``, or ``None``."""
+        check_name(name)
         return await self._run(self._statements.get, (name,), _nothing)
 
     async def compare_and_set(
@@ -274,12 +277,22 @@ class SQLAlchemyStorage(StorageBase):
     ) -> bool:
         """Store ``record`` if the stored version is ``expected_version``."""
         check_new_version(expected_version, record)
+        check_name(name)
+        if not -_MAX_VERSION - 1 <= record.version <= _MAX_VERSION:
+            what = _ACTIONS["compare_and_set"].format(repr(name))
+            raise StorageError(
+                f"{what} {self._where} failed: version {record.version}, the one after "
+                f"{expected_version}, does not fit the table's version column (a 64-bit "
+                "integer). No number of writes reaches a stored version that high: the "
+                f"record is corrupt. Delete it to start {name!r} afresh"
+            )
         return await self._run(
             self._statements.compare_and_set, (name, expected_version, record), None
         )
 
     async def delete(self, name: str) -> None:
         """Remove the record stored under ``name``, if any."""
+        check_name(name)
         await self._run(self._statements.delete, (name,), _nothing)
 
     async def names(self) -> list[str]:
