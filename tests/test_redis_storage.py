@@ -405,6 +405,75 @@ async def test_a_name_that_is_not_valid_unicode_is_a_storage_error(store: Any) -
     assert await store.names() == []
 
 
+BIG = 2**53
+"""The first integer above which doubles (cjson's numbers) skip integers."""
+
+
+def previous_release_json(stored: BreakerRecord) -> str:
+    """``stored`` as the previous release wrote it: format, state, then version first."""
+    data = stored.to_dict()
+    ordered = {"format": data["format"], "state": data["state"], "version": data["version"]}
+    return json.dumps({**ordered, **data}, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("layout", ["this release", "previous release"])
+async def test_versions_beyond_two_to_the_53_are_compared_exactly(
+    store: Any, client: Any, layout: str
+) -> None:
+    """A stale expected version one below a huge stored one is refused, not rounded equal."""
+    current = BreakerRecord(state=CircuitState.OPEN, version=BIG + 1, generation=3)
+    key = store.key("api")
+    if layout == "this release":
+        # No number of writes gets there: put it in this release's layout.
+        layout_json = json.dumps({"version": BIG + 1, **current.to_dict()}, separators=(",", ":"))
+        await client.set(key, layout_json)
+    else:
+        await client.set(key, previous_release_json(current))
+    assert await store.get("api") == current
+    assert not await store.compare_and_set("api", BIG, BreakerRecord(version=BIG + 1))
+    assert not await store.compare_and_set("api", BIG + 2, BreakerRecord(version=BIG + 3))
+    assert await store.get("api") == current
+    assert await store.compare_and_set("api", BIG + 1, BreakerRecord(version=BIG + 2))
+    assert await store.get("api") == BreakerRecord(version=BIG + 2)
+    # This release writes the version first, where the script reads it.
+    assert (await client.get(key)).startswith(f'{{"version":{BIG + 2},')
+    assert not await store.compare_and_set("api", BIG + 1, BreakerRecord(version=BIG + 2))
+    assert not await store.compare_and_set("api", BIG + 3, BreakerRecord(version=BIG + 4))
+
+
+async def test_a_record_of_the_previous_release_is_read_and_updated(
+    store: Any, client: Any
+) -> None:
+    """A record the previous release wrote reads back and takes the next write."""
+    old = BreakerRecord(state=CircuitState.OPEN, version=41, generation=5)
+    await client.set(store.key("api"), previous_release_json(old))
+    await client.sadd(f"{{{store.prefix}}}:names", ["api"])
+    assert await store.get("api") == old
+    assert not await store.compare_and_set("api", 40, BreakerRecord(version=41))
+    new = BreakerRecord(state=CircuitState.HALF_OPEN, version=42, generation=6)
+    assert await store.compare_and_set("api", 41, new)
+    assert await store.get("api") == new
+    assert await store.names() == ["api"]
+
+
+async def test_a_record_with_its_version_elsewhere_is_compared_exactly_or_refused(
+    store: Any, client: Any
+) -> None:
+    """A hand-written record: compared below 2**53, refused above, never rounded."""
+    key = store.key("api")
+    small = BreakerRecord(version=7)
+    await client.set(key, json.dumps({**small.to_dict(), "version": 7}, indent=1))
+    assert not await store.compare_and_set("api", 6, BreakerRecord(version=7))
+    assert await store.compare_and_set("api", 7, BreakerRecord(version=8))
+    assert await store.get("api") == BreakerRecord(version=8)
+
+    huge = json.dumps(BreakerRecord(version=BIG + 1).to_dict(), indent=1)
+    await client.set(key, huge)
+    with pytest.raises(StorageError, match="not a breaker record"):
+        await store.compare_and_set("api", BIG, BreakerRecord(version=BIG + 1))
+    assert await client.get(key) == huge
+
+
 def test_missing_coredis_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without coredis, importing the module says which extra to install."""
     monkeypatch.setitem(sys.modules, "coredis", None)

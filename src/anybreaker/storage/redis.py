@@ -4,7 +4,8 @@ Built on coredis, which runs on anyio and so works under asyncio and trio.
 
 Key layout, for a prefix ``P`` (default ``anybreaker``)::
 
-    {P}:breaker:<name>   a string: the record as JSON (``BreakerRecord.to_dict()``)
+    {P}:breaker:<name>   a string: the record as JSON (``BreakerRecord.to_dict()``,
+                         its version first)
     {P}:names            a set: the names that have a record
 
 The braces are a Redis Cluster hash tag: every key of one prefix lives in one
@@ -61,6 +62,14 @@ _NOT_AN_INDEX: Final = -2
 #
 # Everything is checked before anything is written: a script that fails
 # half-way does not roll back the writes it already made.
+#
+# cjson reads numbers as doubles, which tell integers apart only up to 2^53:
+# the stored version is compared as the digits the record holds. This
+# release writes the version as the record's first key; earlier ones wrote
+# it third, after the format and the state. A record that has it elsewhere
+# (written by hand) is compared through cjson only below 2^53, where a
+# double is exact, and refused above, never compared approximately. A record
+# format newer than the one written is refused too: it is a later release's.
 _COMPARE_AND_SET: Final = """
 local key_type = redis.call('TYPE', KEYS[1]).ok
 local index_type = redis.call('TYPE', KEYS[2]).ok
@@ -74,13 +83,26 @@ if key_type == 'none' then
 elseif key_type ~= 'string' then
   return -1
 else
-  local ok, stored = pcall(cjson.decode, redis.call('GET', KEYS[1]))
+  local text = redis.call('GET', KEYS[1])
+  local ok, stored = pcall(cjson.decode, text)
   if not ok or type(stored) ~= 'table' or type(stored.version) ~= 'number'
       or type(stored.state) ~= 'string'
-      or (stored.format ~= nil and tostring(stored.format) ~= ARGV[5]) then
+      or (stored.format ~= nil and (type(stored.format) ~= 'number'
+                                    or stored.format > tonumber(ARGV[5]))) then
     return -1
   end
-  if ARGV[1] == '' or stored.version ~= tonumber(ARGV[1]) then
+  local version = string.match(text, '^{"version":(%d+)[,}]')
+    or string.match(text, '^{"format":%d+,"state":"[%w_]*","version":(%d+)[,}]')
+  if version == nil then
+    local number = stored.version
+    if number ~= math.floor(number) or number < 0 or number >= 9007199254740992 then
+      return -1
+    end
+    version = string.format('%d', number)
+  elseif #version > 1 and string.sub(version, 1, 1) == '0' then
+    return -1
+  end
+  if version ~= ARGV[1] then
     return 0
   end
 end
@@ -300,7 +322,8 @@ class RedisStorage(StorageBase):
         self._ready()
         check_name(name)
         key = self.key(name)
-        data = record.to_dict()
+        # The version goes first: the script reads it from there, exactly.
+        data = {"version": record.version, **record.to_dict()}
         result: object = await self._run(
             self._compare_and_set_script(
                 keys=[key, self._index_key],
