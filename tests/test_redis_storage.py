@@ -6,6 +6,7 @@ import gc
 import importlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -340,11 +341,37 @@ def test_repr_hides_the_password() -> None:
     assert "localhost:6379" in repr(store)
 
 
-async def test_use_without_async_with_says_how_to_open_it() -> None:
-    """Operations on a storage never entered raise a StorageError naming `async with`."""
+async def test_use_without_async_with_is_a_runtime_error_naming_async_with() -> None:
+    """Operations on a storage never entered raise RuntimeError (not StorageError)."""
     store = RedisStorage(redis_url())
-    with pytest.raises(StorageError, match="async with"):
-        await store.get("api")
+    for operation in (
+        store.get("api"),
+        store.compare_and_set("api", None, record(1)),
+        store.delete("api"),
+        store.names(),
+    ):
+        with pytest.raises(RuntimeError, match=r"async with RedisStorage\(") as caught:
+            await operation
+        assert not isinstance(caught.value, StorageError)
+    await store.aclose()
+
+
+@pytest.mark.parametrize("policy", ["local", "allow", "reject", "raise"])
+async def test_a_breaker_on_a_storage_never_entered_raises_whatever_its_policy(
+    policy: str,
+) -> None:
+    """Forgetting `async with` is a coding mistake, not an outage: no policy hides it."""
+    store = RedisStorage(redis_url())
+    breaker = CircuitBreaker("api", storage=store, on_storage_error=policy)
+    ran = False
+
+    async def dependency() -> None:
+        nonlocal ran
+        ran = True
+
+    with pytest.raises(RuntimeError, match="async with"):
+        await breaker.call(dependency)
+    assert not ran
     await store.aclose()
 
 
@@ -385,6 +412,75 @@ async def test_a_breaker_opens_for_every_process_through_redis(client: Any, pref
             async with one:
                 1 / 0  # noqa: B018
         assert await two.get_state() is CircuitState.OPEN
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("not a url", "not a Redis URL"),
+        ("http://127.0.0.1:6379/0", "not a Redis URL"),
+        ("redis://:99999", "no host"),
+        ("redis://", "no host"),
+        ("unix://", "no socket path"),
+        ("redis://127.0.0.1:99999/9", "port '99999' is not a number from 1 to 65535"),
+        ("redis://127.0.0.1:0/9", "port '0' is not a number from 1 to 65535"),
+        ("redis://127.0.0.1:port/9", "port 'port' is not a number from 1 to 65535"),
+        ("redis://127.0.0.1:6379/abc", "database 'abc' is not a non-negative integer"),
+        ("redis://127.0.0.1:6379/-1", "database '-1' is not a non-negative integer"),
+        ("redis://127.0.0.1:6379/0/1", "database '0/1' is not a non-negative integer"),
+        ("redis://127.0.0.1:6379?db=abc", "database 'abc' is not a non-negative integer"),
+        ("unix:///tmp/redis.sock?db=x", "database 'x' is not a non-negative integer"),
+        ("redis://127.0.0.1:6379/1?db=2", "gives the database twice"),
+        ("redis://127.0.0.1:6379/0#main", "no #fragment"),
+    ],
+)
+def test_a_bad_url_is_refused_at_construction(url: str, problem: str) -> None:
+    """A URL coredis would fail on (or misread) later is a ValueError naming it and why."""
+    with pytest.raises(ValueError, match=re.escape(problem)) as caught:
+        RedisStorage(url)
+    assert repr(url) in str(caught.value)
+
+
+def test_a_bad_url_is_refused_without_showing_its_password() -> None:
+    """The ValueError for a bad URL hides the password, as repr does."""
+    with pytest.raises(ValueError, match="port") as caught:
+        RedisStorage("redis://user:s3cret@127.0.0.1:99999/0")
+    assert "s3cret" not in str(caught.value)
+    assert "redis://user:***@127.0.0.1:99999/0" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1",
+        "redis://127.0.0.1:6379/",
+        "redis://127.0.0.1:6379/15",
+        "redis://127.0.0.1:6379?db=3",
+        "rediss://user:password@[::1]:6380/2",
+        "unix:///run/redis.sock?db=1",
+    ],
+)
+def test_good_urls_are_accepted(url: str) -> None:
+    """Host, port, database and unix sockets in their usual spellings are accepted."""
+    assert repr(RedisStorage(url)).startswith("<RedisStorage ")
+
+
+async def test_an_exception_coredis_did_not_expect_is_a_storage_error(prefix: str) -> None:
+    """Whatever a given client raises in an operation reaches the caller as StorageError."""
+    # A client made from a URL without a host fails every request with a
+    # bare AssertionError deep inside coredis.
+    client = coredis.Redis.from_url("redis://:6379/0")
+    async with RedisStorage(client, prefix=prefix) as store:
+        with anyio.fail_after(10):
+            for operation in (
+                store.get("api"),
+                store.compare_and_set("api", None, record(1)),
+                store.delete("api"),
+                store.names(),
+            ):
+                with pytest.raises(StorageError, match="AssertionError") as caught:
+                    await operation
+                assert isinstance(caught.value.__cause__, AssertionError)
 
 
 # -- what cannot be stored, and versions compared exactly ---------------------

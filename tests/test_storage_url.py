@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 import types
@@ -172,6 +173,25 @@ async def test_postgresql_url_goes_to_sqlalchemy_with_driver_parameters_kept(
     """A postgresql URL maps to SQLAlchemyStorage; the driver's own parameters stay in it."""
     name, args, _ = constructed(storage_from_url(url))
     assert (name, args) == ("SQLAlchemyStorage", (expected_url,))
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://127.0.0.1:99999/9", "port '99999' is not a number from 1 to 65535"),
+        ("redis://:99999", "has no host"),
+        ("redis://127.0.0.1:6379/abc", "database 'abc' is not a non-negative integer"),
+        ("rediss://127.0.0.1:6379/1?db=2", "gives the database twice"),
+    ],
+)
+async def test_a_bad_redis_url_is_refused_when_the_storage_is_made(url: str, problem: str) -> None:
+    """A Redis URL coredis would fail on (or misread) later is a ValueError naming it and why."""
+    pytest.importorskip(
+        "anybreaker.storage.redis", reason="needs anybreaker[redis]", exc_type=ImportError
+    )
+    with pytest.raises(ValueError, match=re.escape(problem)) as caught:
+        storage_from_url(url)
+    assert repr(url) in str(caught.value)
 
 
 @pytest.mark.usefixtures("fake_sql")

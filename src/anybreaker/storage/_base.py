@@ -7,7 +7,7 @@ from typing import Self
 
 from .._errors import StorageError
 
-__all__ = ["StorageBase", "check_name"]
+__all__ = ["StorageBase", "check_name", "redact"]
 
 
 class StorageBase:
@@ -59,3 +59,13 @@ def check_name(name: str) -> None:
             f"breaker name {name!r} cannot be stored: it is not valid Unicode text "
             f"({error.reason} at index {error.start})"
         ) from error
+
+
+def redact(url: str) -> str:
+    """Return ``url`` without its password, for messages and ``repr``."""
+    scheme, separator, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    user, colon, _ = credentials.partition(":")
+    if not separator or not at or not colon:
+        return url
+    return f"{scheme}://{user + ':***' if user else '***'}@{location}"
