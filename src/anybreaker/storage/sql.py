@@ -72,6 +72,13 @@ DEFAULT_TABLE: Final = "anybreaker_breakers"
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,57}")
 _JOURNAL_MODES: Final = ("wal", "delete", "truncate", "persist")
 _DIALECTS: Final = ("sqlite", "postgresql")
+# The extra that installs each driver anybreaker knows.
+_EXTRAS: Final = {
+    "pysqlite": "sqlite",
+    "aiosqlite": "aiosqlite",
+    "psycopg": "postgres",
+    "asyncpg": "asyncpg",
+}
 # SQLite's INTEGER and PostgreSQL's BIGINT, which hold the version.
 _MAX_VERSION: Final = 2**63 - 1
 
@@ -992,15 +999,22 @@ def _engine(
         url = sa.make_url(url_or_engine)
     except sa.exc.ArgumentError as error:
         raise ValueError(f"not a database URL: {url_or_engine!r}") from error
-    if url.get_backend_name() not in _DIALECTS:
-        raise ValueError(
-            f"SQLAlchemyStorage supports SQLite and PostgreSQL, not {url.get_backend_name()!r}"
-        )
-    if url.drivername == "postgresql":
+    backend, plus, driver = url.drivername.partition("+")
+    if backend == "postgres":
+        # The name Heroku and libpq-style tools use; SQLAlchemy knows only
+        # "postgresql".
+        backend = "postgresql"
+        url = url.set(drivername=f"{backend}{plus}{driver}")
+    if backend not in _DIALECTS:
+        raise ValueError(f"SQLAlchemyStorage supports SQLite and PostgreSQL, not {backend!r}")
+    if not driver and backend == "postgresql":
         # SQLAlchemy's default PostgreSQL driver is psycopg2; the extra
         # anybreaker[postgres] installs psycopg 3.
         url = url.set(drivername="postgresql+psycopg")
-    dialect_class = url.get_dialect()
+    try:
+        dialect_class = url.get_dialect()
+    except sa.exc.NoSuchModuleError as error:
+        raise ImportError(_no_driver(url.drivername, error)) from error
     options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
     if url.get_backend_name() == "sqlite" and (url.database or "") in ("", ":memory:"):
         # One shared connection: each thread of SingletonThreadPool would
@@ -1017,11 +1031,30 @@ def _engine(
             return None, create_async_engine(url, **options), True
         return sa.create_engine(url, **options), None, True
     except ImportError as error:
-        extra = "postgres" if url.get_backend_name() == "postgresql" else "sqlite"
-        raise ImportError(
-            f"the driver for {url.drivername!r} is not installed: "
+        raise ImportError(_no_driver(url.drivername, error)) from error
+
+
+def _no_driver(drivername: str, error: BaseException) -> str:
+    """Say which driver is missing for ``drivername``, and how to install it."""
+    backend, _, driver = drivername.partition("+")
+    extra = _EXTRAS.get(driver or ("pysqlite" if backend == "sqlite" else "psycopg"))
+    if extra is not None:
+        return (
+            f"the driver for {drivername!r} is not installed: "
             f'pip install "anybreaker[{extra}]" ({error})'
-        ) from error
+        )
+    if backend == "sqlite":
+        ours = 'pip install "anybreaker[sqlite]" (sqlite3) or "anybreaker[aiosqlite]"'
+    else:
+        ours = 'pip install "anybreaker[postgres]" (psycopg) or "anybreaker[asyncpg]"'
+    if isinstance(error, sa.exc.NoSuchModuleError):
+        missing = f"SQLAlchemy knows no {backend} driver named {driver!r}"
+    else:
+        missing = f"the driver for {drivername!r} is not installed"
+    return (
+        f"{missing}: install the package that provides it, or use a driver "
+        f"anybreaker's extras install: {ours} ({error})"
+    )
 
 
 def _async_engine_type() -> type[AsyncEngine] | None:
