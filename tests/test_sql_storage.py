@@ -584,6 +584,107 @@ def test_missing_sqlalchemy_names_the_extra() -> None:
     assert 'pip install "anybreaker[sqlite]"' in result.stdout
 
 
+# -- where a database can be kept ---------------------------------------------
+
+
+def sqlite_storages() -> dict[str, Callable[[Path], object]]:
+    """Every way to make a storage on a SQLite file path, by name."""
+    return {
+        "SQLiteStorage": lambda path: sql.SQLiteStorage(path),
+        "SQLiteStorage(str)": lambda path: sql.SQLiteStorage(str(path)),
+        "SQLAlchemyStorage": lambda path: sql.SQLAlchemyStorage(f"sqlite:///{path}"),
+        "storage_from_url": lambda path: storage_from_url(f"sqlite:///{path}"),
+    }
+
+
+@pytest.mark.parametrize("make", sqlite_storages())
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [
+        ("missing/breakers.db", "its directory '{directory}' does not exist"),
+        ("missing/deeper/breakers.db", "its directory '{directory}' does not exist"),
+        ("a-file/breakers.db", "'{directory}' is not a directory"),
+    ],
+)
+def test_a_path_no_database_can_be_kept_at_is_refused_at_construction(
+    tmp_path: Path, make: str, where: str, problem: str
+) -> None:
+    """A directory that is missing, or a file: ValueError naming the path, nothing created."""
+    (tmp_path / "a-file").write_text("notes\n")
+    before = sorted(tmp_path.rglob("*"))
+    path = tmp_path / where
+    with pytest.raises(ValueError, match="no SQLite database can be kept at") as caught:
+        sqlite_storages()[make](path)
+    message = str(caught.value)
+    assert repr(str(path)) in message
+    assert problem.format(directory=path.parent) in message
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_an_async_driver_url_on_a_missing_directory_is_refused_too(tmp_path: Path) -> None:
+    """sqlite+aiosqlite:// on a missing directory is refused as sqlite:// is."""
+    pytest.importorskip("aiosqlite", reason="needs anybreaker[aiosqlite]")
+    path = tmp_path / "missing" / "breakers.db"
+    with pytest.raises(ValueError, match="does not exist") as caught:
+        sql.SQLAlchemyStorage(f"sqlite+aiosqlite:///{path}")
+    assert repr(str(path)) in str(caught.value)
+
+
+async def test_a_memory_database_needs_no_directory() -> None:
+    """``:memory:`` (by path or URL) involves no file, and works."""
+    for storage in (sql.SQLiteStorage(":memory:"), storage_from_url("sqlite:///:memory:")):
+        async with storage:
+            assert await storage.compare_and_set("api", None, record(1))
+            assert await storage.get("api") == record(1)
+
+
+# Root writes wherever it likes: only another user sees a directory read-only.
+binds_permissions = pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="file permissions do not bind root"
+)
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Iterator[Path]:
+    """A directory the test may make read-only; made writable again for clean-up."""
+    made = tmp_path / "state"
+    made.mkdir()
+    try:
+        yield made
+    finally:
+        made.chmod(0o755)
+
+
+@binds_permissions
+def test_a_new_file_in_a_read_only_directory_is_refused_at_construction(directory: Path) -> None:
+    """Where the file does not exist and cannot be created, the storage is a ValueError."""
+    directory.chmod(0o555)
+    path = directory / "breakers.db"
+    with pytest.raises(ValueError, match="no SQLite database can be kept at") as caught:
+        storage_from_url(f"sqlite:///{path}")
+    message = str(caught.value)
+    assert repr(str(path)) in message
+    assert f"its directory {str(directory)!r} is not writable" in message
+
+
+@binds_permissions
+async def test_an_existing_database_in_a_read_only_directory_is_still_read(
+    directory: Path,
+) -> None:
+    """An existing database there is read; a write fails per operation, as StorageError."""
+    path = directory / "breakers.db"
+    # A rollback journal: reading needs no file beside the database.
+    async with sql.SQLiteStorage(path, journal_mode="delete") as storage:
+        assert await storage.compare_and_set("api", None, BreakerRecord(version=1))
+    await anyio.Path(directory).chmod(0o555)
+    async with sql.SQLiteStorage(path) as storage:
+        assert await storage.get("api") == BreakerRecord(version=1)
+        with pytest.raises(StorageError, match="writing 'api' to SQLite database") as caught:
+            await storage.compare_and_set("api", 1, BreakerRecord(version=2))
+        assert str(path) in str(caught.value)
+    assert [item.name async for item in anyio.Path(directory).iterdir()] == ["breakers.db"]
+
+
 # -- what no SQL database can store -------------------------------------------
 
 

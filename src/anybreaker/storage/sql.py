@@ -210,6 +210,8 @@ class SQLAlchemyStorage(StorageBase):
             if self._sqlite and not self._memory and not database.startswith("file:")
             else None
         )
+        if self._path is not None:
+            _check_location(self._path)
         self._journal_mode = journal_mode
         self._url = url.render_as_string(hide_password=True)
         located = f"table {schema}.{table}" if schema is not None else f"table {table}"
@@ -681,6 +683,10 @@ class SQLiteStorage(SQLAlchemyStorage):
     storage). A file the storage creates is set to WAL, which lets readers
     and one writer work at once; a file that already exists keeps its
     journal mode unless ``journal_mode`` asks otherwise.
+
+    A path whose directory does not exist, or a file that does not exist in
+    a directory this process cannot write, raises ``ValueError`` here: no
+    write could ever succeed there.
     """
 
     def __init__(
@@ -1203,6 +1209,28 @@ def _is_not_a_database(error: BaseException) -> bool:
     # An error made in Python (not by SQLite) has no error code.
     code = getattr(cause, "sqlite_errorcode", None) if isinstance(cause, sqlite3.Error) else None
     return code == _SQLITE_NOTADB
+
+
+def _check_location(path: str) -> None:
+    """Refuse a SQLite path where no database can ever be read or written.
+
+    Found at the first write, it would look like an outage, and the breaker
+    would quietly keep its state in the process alone. Whatever stands at
+    the path itself is the operations' to judge, as a file that is not
+    SQLite is: an existing file is accepted even where it cannot be written
+    (a read-only file, or one in a read-only directory), since reading it
+    may be all that is wanted.
+    """
+    directory = os.path.dirname(path) or os.curdir
+    problem = None
+    if not os.path.exists(directory):
+        problem = f"its directory {directory!r} does not exist"
+    elif not os.path.isdir(directory):
+        problem = f"{directory!r} is not a directory"
+    elif not os.path.exists(path) and not os.access(directory, os.W_OK | os.X_OK):
+        problem = f"the file does not exist, and its directory {directory!r} is not writable"
+    if problem is not None:
+        raise ValueError(f"no SQLite database can be kept at {path!r}: {problem}")
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
