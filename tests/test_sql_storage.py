@@ -769,6 +769,32 @@ async def test_a_name_that_is_not_valid_unicode_is_a_storage_error_naming_it(
     assert await storage.names() == []
 
 
+def test_making_a_sqlite_storage_imports_nothing(tmp_path: Path) -> None:
+    """Made from a path or a URL, a SQLite storage imports no module: the event loop never waits.
+
+    SQLAlchemy's asyncio extension (and its ORM) took a tenth of a second to
+    import, in the event loop when the storage was made there.
+    """
+    code = (
+        "import sys\n"
+        "import anybreaker.storage.sql as sql\n"
+        "from anybreaker import storage_from_url\n"
+        "before = set(sys.modules)\n"
+        "sql.SQLiteStorage(sys.argv[1])\n"
+        "storage_from_url('sqlite:///' + sys.argv[1])\n"
+        "sql.SQLAlchemyStorage('sqlite:///' + sys.argv[1])\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "breakers.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"
+
+
 # -- lifecycle --------------------------------------------------------------
 
 

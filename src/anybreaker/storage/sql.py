@@ -28,6 +28,7 @@ import random
 import re
 import sqlite3
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -1064,11 +1065,15 @@ def _no_driver(drivername: str, error: BaseException) -> str:
 
 
 def _async_engine_type() -> type[AsyncEngine] | None:
-    try:
-        from sqlalchemy.ext.asyncio import AsyncEngine
-    except ImportError:  # pragma: no cover - SQLAlchemy without asyncio support
-        return None
-    return AsyncEngine
+    """SQLAlchemy's ``AsyncEngine``, if anything imported it; else no object is one.
+
+    Importing it (and with it SQLAlchemy's ORM) only to find that a URL is
+    not an engine would cost a tenth of a second, in the event loop when
+    the storage is made there.
+    """
+    module = sys.modules.get("sqlalchemy.ext.asyncio")
+    engine_type: type[AsyncEngine] | None = getattr(module, "AsyncEngine", None)
+    return engine_type
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, record: Any) -> None:
