@@ -289,29 +289,28 @@ class CircuitBreaker(OutcomeRecorder):
                 return
             config = self._config
             if (
-                isinstance(exc, Exception)
+                config.is_failure is None
+                and isinstance(exc, Exception)
                 and not isinstance(exc, config.ignored_exceptions)
-                and config.is_failure is None
             ):
                 outcome = Outcome.FAILURE  # _classify(), written out
             else:
                 outcome = self._classify(exc)
+            extra = self._extra
             if (
+                # _finish(), written out for the in-process breaker's failures.
                 outcome is Outcome.FAILURE
                 and self._local is not None
+                and extra is not None
+                and not extra.tally
+                and not extra.call_listeners
                 and not isinstance(exc, RetryAfter)
+                and self._count_in_place(outcome, self._clock())
             ):
-                # _finish(), written out for the in-process breaker's failures.
-                extra = self._extra or self._more()
-                if (
-                    not extra.tally
-                    and not extra.call_listeners
-                    and self._count_in_place(outcome, self._clock())
-                ):
-                    extra.failed += 1
-                    if extra.changes:
-                        await self._deliver()
-                    return
+                extra.failed += 1
+                if extra.changes:
+                    await self._deliver()
+                return
             await self._finish(self._record.generation, None, exc, None, outcome=outcome)
             return
         extra = self._more()

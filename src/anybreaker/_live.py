@@ -7,8 +7,9 @@ shared window (a ``Tally``, kept beside the record), checks the rules on it
 at once, and writes a record when the state changes, when the window is
 read (``get_window_stats()``, any other write), and at most every
 ``FLUSH_INTERVAL`` seconds, so that ``storage.get()`` sees the counts within
-that. The window is valid while the stored record is the one it continues;
-a record written in any other way starts it afresh from that record.
+that. The window exists while the stored record is the one it continues:
+MemoryStorage drops it with any record written in another way, and the next
+count starts it afresh from that record.
 """
 
 from __future__ import annotations
@@ -100,13 +101,13 @@ class LiveCounting(StorageAccess):
     ) -> bool:
         """Count an outcome of the current generation in place; ``False`` if it cannot be."""
         storage: MemoryStorage = self._storage  # type: ignore[assignment]
-        with _LOCK:
+        _LOCK.acquire()
+        try:
+            # A live window exists only while its record is the stored one.
             live = storage._live.get(self._name)
-            record = self._record
             if (
                 live is None
-                or live.record is not record
-                or storage._records.get(self._name, INITIAL_RECORD) is not record
+                or live.record is not self._record
                 or not live.start <= now < live.until
                 or live.window_size != self._config.window_size
             ):
@@ -126,7 +127,9 @@ class LiveCounting(StorageAccess):
                     live, now, machine.opened_by_rules(live.record, config, now, live.window)
                 )
             elif now >= live.flush_due:
-                self._write_live(self._storage, live, now)  # type: ignore[arg-type]
+                self._write_live(storage, live, now)
+        finally:
+            _LOCK.release()
         return True
 
     def _flush_in_place(self, now: float) -> None:
@@ -143,10 +146,6 @@ class LiveCounting(StorageAccess):
         """Store the live window's counts as the next version of its record (with ``_LOCK``)."""
         live.flush_due = now + FLUSH_INTERVAL
         if live.written:
-            return
-        if storage._records.get(self._name, INITIAL_RECORD) is not live.record:
-            # Replaced without it (a direct compare-and-set): it starts afresh.
-            del storage._live[self._name]
             return
         live.window.prune(live.window_size, now)
         new = machine.counted(live.record, live.window_size, live.window)

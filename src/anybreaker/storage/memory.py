@@ -57,6 +57,7 @@ class MemoryStorage(StorageBase):
             if stored_version != expected_version:
                 return False
             self._records[name] = record
+            self._live.pop(name, None)
             return True
 
     def _replace(self, name: str, current: BreakerRecord, record: BreakerRecord) -> bool:
@@ -67,6 +68,7 @@ class MemoryStorage(StorageBase):
             if self._records.get(name, INITIAL_RECORD) is not current:
                 return False
             self._records[name] = record
+            self._live.pop(name, None)
             return True
 
     async def delete(self, name: str) -> None:
