@@ -1,6 +1,7 @@
 # Two commands for a fresh machine: `make demo` and `make test`.
 # Each makes a virtual environment with nox in .venv, then runs nox sessions,
-# which install what they need.
+# which install what they need. A second run reuses the sessions' environments
+# and installs nothing that has not changed; CI (CI set) rebuilds them all.
 PYTHON ?= python3
 VENV ?= .venv
 NOX := $(VENV)/bin/nox
@@ -12,7 +13,7 @@ $(NOX):
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip nox
 
 demo: $(NOX)
-	$(NOX) --reuse-existing-virtualenvs --no-install --session demo
+	$(NOX) --session demo
 
 test: $(NOX)
 	$(NOX)
