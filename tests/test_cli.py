@@ -1,10 +1,9 @@
-"""The command line: ``status``, ``reset``, ``force-open`` and the demo."""
+"""The command line: ``status``, ``reset`` and ``force-open`` (the demo: ``test_demo.py``)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -14,7 +13,6 @@ from types import ModuleType
 import anyio
 import pytest
 
-import anybreaker
 from anybreaker import BreakerRecord, CircuitBreaker, CircuitBreakerOpenError, CircuitState
 from anybreaker.__main__ import main
 
@@ -298,70 +296,6 @@ def test_a_file_that_is_not_sqlite_is_a_storage_error(
     assert main(["status", "--url", _url(path)]) == 1
     assert "storage failed" in _error_line(capsys)
     assert path.read_text() == "not a database\n" * 100
-
-
-def test_demo_without_trio_says_what_to_install(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Without trio, ``demo`` says to install it instead of failing with a traceback."""
-    monkeypatch.setitem(sys.modules, "trio", None)
-    assert main(["demo"]) == 2
-    assert "pip install trio" in _error_line(capsys)
-
-
-def test_demo_without_sqlalchemy_says_what_to_install(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Without SQLAlchemy, ``demo`` names the extra to install and creates no file."""
-    pytest.importorskip("trio", reason="the demo needs trio")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setitem(sys.modules, "sqlalchemy", None)
-    for module in ("anybreaker.storage.sql", "anybreaker._demo"):
-        monkeypatch.delitem(sys.modules, module, raising=False)
-    monkeypatch.delitem(vars(anybreaker), "SQLiteStorage", raising=False)
-    assert main(["demo"]) == 2
-    assert 'pip install "anybreaker[sqlite]"' in _error_line(capsys)
-    assert list(tmp_path.iterdir()) == []
-
-
-def _demo(cwd: Path) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "anybreaker", "demo"],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-        env={**os.environ, "PYTHONWARNINGS": "error"},
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    return result.stdout
-
-
-@pytest.mark.processes
-def test_demo_second_run_starts_open(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The demo opens and closes its breaker, ends open, and a second run starts open."""
-    _sql()
-    pytest.importorskip("trio", reason="the demo needs trio")
-    first = _demo(tmp_path)
-    assert "It starts closed." in first
-    for change in ("closed -> open", "open -> half_open", "half_open -> closed"):
-        assert change in first
-    assert "Run the demo again: it starts open." in first
-    assert (tmp_path / "anybreaker-demo.db").is_file()
-
-    second = _demo(tmp_path)
-    assert "It starts OPEN, left so by an earlier run" in second
-    assert "half_open -> closed" not in second
-    assert " ok\n" not in second
-
-    monkeypatch.delenv("ANYBREAKER_URL", raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert main(["status"]) == 0
-    assert _table(capsys.readouterr().out)["model-api"][0] == "open"
 
 
 @pytest.mark.server

@@ -13,7 +13,10 @@ import importlib
 import json
 import math
 import os
+import shlex
+import shutil
 import sys
+import sysconfig
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -324,7 +327,7 @@ def _require_trio(purpose: str) -> None:
     try:
         importlib.import_module("trio")
     except ImportError:
-        raise CommandError(f"{purpose}: pip install trio") from None
+        raise CommandError(f'{purpose}: pip install "anybreaker[trio]"') from None
 
 
 def _describe(error: BaseException) -> str:
@@ -359,9 +362,30 @@ def _run_demo(arguments: argparse.Namespace) -> int:
     except StorageError as error:
         raise CommandError(f"the demo failed: {_describe(error)}", _STORAGE_FAILED) from None
     if state is not CircuitState.CLOSED:
+        program = _program()
         url = "" if arguments.db == Path(DEMO_DATABASE) else f" --url sqlite:///{arguments.db}"
-        print(f"`anybreaker status{url}` lists it; `anybreaker reset model-api{url}` closes it.")
+        print(f"`{program} status{url}` shows it; `{program} reset model-api{url}` closes it.")
     return 0
+
+
+def _program() -> str:
+    """How a shell in the current directory runs this command line, as it is installed."""
+    scripts = sysconfig.get_path("scripts")
+    script = shutil.which("anybreaker", path=scripts)
+    if script is None:  # not installed with its script: run the module
+        return f"{_shown_path(sys.executable)} -m anybreaker"
+    on_path = shutil.which("anybreaker")
+    if on_path is not None and Path(on_path).resolve() == Path(script).resolve():
+        return "anybreaker"
+    return _shown_path(script)
+
+
+def _shown_path(path: str) -> str:
+    """``path`` for a shell: relative to the current directory when under it."""
+    relative = os.path.relpath(path)
+    if relative.startswith(os.pardir):
+        return shlex.quote(path)
+    return shlex.quote(relative if os.sep in relative else os.path.join(os.curdir, relative))
 
 
 if __name__ == "__main__":
