@@ -57,6 +57,7 @@ async def succeed(breaker: CircuitBreaker) -> None:
 
 async def trip(breaker: CircuitBreaker) -> None:
     """Open the breaker with failures."""
+    assert breaker.config.failure_threshold is not None
     await fail(breaker, breaker.config.failure_threshold)
     assert breaker.state is OPEN
 

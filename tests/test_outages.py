@@ -336,7 +336,7 @@ async def test_server_stopped_mid_run_and_started_again(
 
 
 async def test_server_down_at_start_then_up(server: Server, clock: FakeClock) -> None:
-    """With no server at first, the breaker protects locally, then uses the server."""
+    """With no server at first, the breaker protects locally, then tells the server."""
     server.stop()
     async with server.storage() as storage:
         breaker = CircuitBreaker("api", storage=storage, clock=clock, **SETTINGS)
@@ -348,11 +348,9 @@ async def test_server_down_at_start_then_up(server: Server, clock: FakeClock) ->
 
         server.start()
         clock.advance(RETRY_INTERVAL)
-        # Back on the server, which holds nothing yet: closed, with no history.
-        async with breaker:
-            pass
-        await fail(breaker)
-        await fail(breaker)
+        # Back on the server, which learns the failures counted meanwhile:
+        # the breaker opens there too, for every process.
+        await refused(breaker)
         async with opened(server) as other:
             stored = await other.get("api")
             assert stored is not None
@@ -374,11 +372,9 @@ async def test_slow_server_counts_as_an_outage(server: Server, clock: FakeClock)
             elapsed = time.monotonic() - started
         assert elapsed < PAUSE_SECONDS
         clock.advance(RETRY_INTERVAL)
-        # Answering again: the server never heard of the local opening, and
-        # holds one failure; the breaker takes that as the truth.
-        async with breaker:
-            pass
-        await fail(breaker)
+        # Answering again: the failure counted during the outage reaches the
+        # server, whose window then holds both; it opens there, for everyone.
+        await refused(breaker)
         async with opened(server) as other:
             stored = await other.get("api")
             assert stored is not None

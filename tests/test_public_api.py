@@ -12,7 +12,7 @@ import pytest
 
 import anybreaker
 import anybreaker.testing
-from anybreaker import CircuitBreakerOpenError
+from anybreaker import CircuitBreakerOpenError, CircuitState
 
 CONTRACT = {
     "CircuitBreaker",
@@ -29,6 +29,8 @@ CONTRACT = {
     "SQLAlchemyStorage",
     "RedisStorage",
     "storage_from_url",
+    "WindowStats",
+    "RetryAfter",
 }
 
 
@@ -101,4 +103,9 @@ def test_open_error_carries_name_and_retry_and_pickles() -> None:
     assert str(error) == "circuit 'model-api' is open: retry in 12.5 s"
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.circuit_name, copy.time_until_retry) == ("model-api", 12.5)
-    assert "forced open" in str(CircuitBreakerOpenError("x", float("inf")))
+    assert str(CircuitBreakerOpenError("x", float("inf"))) == "circuit 'x' is open until reset()"
+    trials_taken = CircuitBreakerOpenError("x", 0.5, CircuitState.HALF_OPEN)
+    assert trials_taken.state is CircuitState.HALF_OPEN
+    assert "every trial permit is taken" in str(trials_taken)
+    assert pickle.loads(pickle.dumps(trials_taken)).state is CircuitState.HALF_OPEN
+    assert CircuitBreakerOpenError("x", 1.0).state is CircuitState.OPEN

@@ -114,7 +114,7 @@ async def test_concurrent_writers_on_one_version_have_one_winner(store: Any, pre
 
 
 async def test_record_round_trips_every_field(store: Any) -> None:
-    """What is stored reads back equal, trial permits and failure times included."""
+    """What is stored reads back equal, trial permits and window counts included."""
     full = BreakerRecord(
         state=CircuitState.HALF_OPEN,
         version=1,
@@ -123,7 +123,9 @@ async def test_record_round_trips_every_field(store: Any) -> None:
         open_duration=30.0,
         openings=3,
         forced=False,
-        failures=(1.0, 2.5),
+        window_size=60.0,
+        buckets=((1.0, 4, 2, 1), (7.0, 1, 1, 0)),
+        consecutive_failures=2,
         successes=1,
         trials=(("token-a", 1200.25),),
     )

@@ -65,7 +65,8 @@ async def local_keeps_protecting() -> None:
 
     storage.down = False
     clock.advance(breaker.config.storage_retry_interval)
-    # The storage answers again: its record is the shared truth again.
+    # The storage answers again: the failures counted meanwhile reach its
+    # window, so the breaker opens there too, for every process.
     print(await breaker.get_state())
 
 

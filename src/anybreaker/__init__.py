@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._breaker import CircuitBreaker
 from ._config import CircuitBreakerConfig
-from ._errors import CircuitBreakerOpenError, StorageError
+from ._errors import CircuitBreakerOpenError, RetryAfter, StorageError
 from ._registry import CircuitBreakerRegistry
-from ._state import CircuitState, CircuitStats, StateChange
+from ._state import CallEvent, CircuitState, CircuitStats, StateChange, WindowStats
 from .storage._protocol import BreakerRecord, Storage
 from .storage.memory import MemoryStorage
 
@@ -23,6 +23,7 @@ __version__ = _version("anybreaker")
 
 __all__ = [
     "BreakerRecord",
+    "CallEvent",
     "CircuitBreaker",
     "CircuitBreakerConfig",
     "CircuitBreakerOpenError",
@@ -31,11 +32,13 @@ __all__ = [
     "CircuitStats",
     "MemoryStorage",
     "RedisStorage",
+    "RetryAfter",
     "SQLAlchemyStorage",
     "SQLiteStorage",
     "StateChange",
     "Storage",
     "StorageError",
+    "WindowStats",
     "__version__",
     "storage_from_url",
 ]

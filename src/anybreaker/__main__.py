@@ -195,8 +195,7 @@ async def _status(url: str, window: float) -> list[_Row]:
 
 def _row(name: str, record: BreakerRecord, config: CircuitBreakerConfig, now: float) -> _Row:
     state = machine.view(record, config, now)
-    # A failure time later than now (the clock stepped back) counts as now.
-    failures = sum(1 for at in record.failures if max(0.0, now - at) < config.window_size)
+    failures = machine.window_stats(record, config.window_size, now).failures
     return _Row(
         name=name,
         state=state,

@@ -1,49 +1,80 @@
-"""``CircuitBreaker``: the short async loop around the machine and a storage."""
+"""``CircuitBreaker``: the public face, the hot paths, and admission (the read path)."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import itertools
-import logging
 import math
 import random
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Final, ParamSpec, Self, TypeVar
+from typing import Any, Final, NoReturn, ParamSpec, Self, TypeVar
 
 import anyio
 
 from . import _machine as machine
+from ._access import Refused
 from ._config import CircuitBreakerConfig, check_settings
+from ._core import CallListener, Extra, Listener
 from ._errors import CircuitBreakerOpenError, StorageError
-from ._machine import Outcome
-from ._state import CircuitState, CircuitStats, StateChange
+from ._machine import Admission, Outcome
+from ._recording import Change, OutcomeRecorder
+from ._state import CallEvent, CircuitState, CircuitStats
 from .storage._protocol import INITIAL_RECORD, BreakerRecord, Storage
 from .storage.memory import MemoryStorage
 
 __all__ = ["CircuitBreaker", "Listener"]
 
-logger: Final = logging.getLogger("anybreaker")
-
 P = ParamSpec("P")
 T = TypeVar("T")
-Listener = Callable[[StateChange], Awaitable[None] | None]
 
 _CLOSED: Final = CircuitState.CLOSED
 _OPEN: Final = CircuitState.OPEN
+_HALF_OPEN: Final = CircuitState.HALF_OPEN
 _CONTENDED_RETRY: Final = 0.001
+_STALE: Final = -1
+"""The generation of a call whose outcome counts only in this object's stats."""
 
-# The calls entered with ``async with`` that carry a ticket, innermost first:
-# (breaker, generation, token, tag id, enclosing entry). See ``__aenter__``.
-_Tag = tuple["CircuitBreaker", int, str | None, int, "_Tag | None"]
-_TAGS: ContextVar[_Tag | None] = ContextVar("anybreaker_tags", default=None)
-_tag_ids = itertools.count()
+# Shared by every breaker made without settings: configs are immutable.
+_DEFAULT_CONFIG: Final = CircuitBreakerConfig()
+
+
+class _Ticket:
+    """A call entered with ``async with`` that carries its own state (see ``__aenter__``)."""
+
+    __slots__ = ("breaker", "generation", "id", "outer", "scope", "started", "token")
+
+    def __init__(
+        self,
+        breaker: CircuitBreaker,
+        generation: int,
+        token: str | None,
+        started: float,
+        scope: anyio.CancelScope | None,
+        outer: _Ticket | None,
+    ) -> None:
+        self.breaker = breaker
+        self.generation = generation
+        self.token = token
+        self.started = started
+        self.scope = scope
+        self.outer = outer
+        self.id = next(_ticket_ids)
+
+
+_ticket_ids = itertools.count()
+# The innermost call with a ticket of the current task.
+_TICKETS: ContextVar[_Ticket | None] = ContextVar("anybreaker_tickets", default=None)
+
+# allow_request()'s admissions in the current task, per breaker:
+# (generation, token, started), for the next record_success/record_failure.
+_Manual = tuple[int, str | None, float | None]
+_MANUAL: ContextVar[dict[int, tuple[CircuitBreaker, _Manual]] | None] = ContextVar(
+    "anybreaker_manual", default=None
+)
 
 
 def _new_token() -> str:
@@ -51,72 +82,19 @@ def _new_token() -> str:
     return f"{random.getrandbits(64):016x}"
 
 
-class _StoragePolicyRefusal(Exception):
-    """The storage failed and ``on_storage_error`` ("allow", "reject") decides instead."""
-
-    def __init__(self, error: StorageError) -> None:
-        super().__init__(error)
-        self.error = error
-
-
-class _Extra:
-    """What only some breakers need, kept apart so an idle breaker stays small."""
-
-    __slots__ = (
-        "failed",
-        "fallback",
-        "held",
-        "listeners",
-        "neutral",
-        "outage",
-        "retry_at",
-        "state_changes",
-        "tags",
-    )
-
-    def __init__(self) -> None:
-        self.failed = self.neutral = self.state_changes = 0
-        self.listeners: list[Listener] = []
-        self.tags: set[int] = set()
-        self.held: deque[tuple[int, str]] = deque()
-        self.fallback: MemoryStorage | None = None
-        self.outage = False
-        self.retry_at = 0.0
-
-
-_NO_EXTRA: Final = _Extra()
-# Shared by every breaker made without settings: configs are immutable.
-_DEFAULT_CONFIG: Final = CircuitBreakerConfig()
-
-
-class CircuitBreaker:
+class CircuitBreaker(OutcomeRecorder):
     """Guard calls to a dependency: stop calling it while it keeps failing.
 
     ``CircuitBreaker(name, config=None, *, storage=None, clock=None,
-    listeners=(), **settings)``: ``settings`` are ``CircuitBreakerConfig``
-    fields given directly. Breakers that share a storage and a name share
-    one state, in one process or many.
+    listeners=(), call_listeners=(), **settings)``: ``settings`` are
+    ``CircuitBreakerConfig`` fields given directly. Breakers that share a
+    storage and a name share one state, in one process or many.
 
     Use it as ``async with breaker:``, ``await breaker.call(fn, ...)`` or
     ``@breaker`` on an ``async def``.
     """
 
-    __slots__ = (
-        "_clock",
-        "_config",
-        "_extra",
-        "_local",
-        "_name",
-        "_read_at",
-        "_record",
-        "_rejected",
-        "_seen",
-        "_staleness",
-        "_storage",
-        "_succeeded",
-        "_tagging",
-        "_untagged",
-    )
+    __slots__ = ()
 
     def __init__(
         self,
@@ -126,12 +104,10 @@ class CircuitBreaker:
         storage: Storage | None = None,
         clock: Callable[[], float] | None = None,
         listeners: Iterable[Listener] = (),
+        call_listeners: Iterable[CallListener] = (),
         **settings: Any,
     ) -> None:
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {type(name).__name__} {name!r}")
-        if not name.strip():
-            raise ValueError("name must be a non-empty string")
+        _check_name(name)
         if config is not None and settings:
             raise TypeError(
                 "give either config or settings, not both "
@@ -145,7 +121,10 @@ class CircuitBreaker:
         if storage is None:
             storage = MemoryStorage()
         elif not isinstance(storage, Storage):
-            raise TypeError(f"storage must implement the Storage protocol, got {storage!r}")
+            raise TypeError(
+                "storage must implement the Storage protocol (async get, compare_and_set, "
+                f"delete, names and aclose), got {storage!r}"
+            )
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
         staleness = getattr(storage, "staleness", 0.0)
@@ -155,20 +134,27 @@ class CircuitBreaker:
         self._name = name
         self._config = config
         self._storage = storage
-        self._clock: Callable[[], float] = clock or time.time
+        self._clock = clock or time.time
         self._staleness = float(staleness)
-        # A MemoryStorage's dict is read directly: its current record being
-        # the one this breaker holds is the cheapest possible freshness check.
         self._local = storage._records if type(storage) is MemoryStorage else None
         self._record = INITIAL_RECORD
         self._read_at = -math.inf
-        self._seen = CircuitState.CLOSED
+        self._seen = _CLOSED
         self._untagged = 0
-        self._tagging = False
+        self._per_call = False
         self._succeeded = self._rejected = 0
-        self._extra: _Extra | None = None
+        self._unsent = 0
+        self._unsent_start = math.inf
+        self._unsent_until = -math.inf
+        self._extra: Extra | None = None
+        if config.call_timeout is not None or config.slow_call_duration is not None:
+            self._time_every_call()
+        if not config.enforce:
+            self._time_every_call()
         for listener in listeners:
             self.add_listener(listener)
+        for call_listener in call_listeners:
+            self.add_call_listener(call_listener)
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._name!r} {self.state.value}>"
@@ -198,10 +184,10 @@ class CircuitBreaker:
     @property
     def is_open(self) -> bool:
         """Whether the last known state, evaluated now, is OPEN; no I/O."""
-        return self.state is CircuitState.OPEN
+        return self.state is _OPEN
 
     def get_time_until_retry(self) -> float:
-        """Seconds until the breaker admits a trial (``inf`` if forced open); no I/O."""
+        """Seconds until the breaker admits a trial (``inf`` until reset); no I/O."""
         return machine.time_until_retry(self._record, self._config, self._clock())
 
     @property
@@ -211,13 +197,16 @@ class CircuitBreaker:
 
     def get_stats(self) -> CircuitStats:
         """Return this breaker object's counters in this process."""
-        extra = self._extra or _NO_EXTRA
+        extra = self._extra
+        failed = neutral = changes = 0
+        if extra is not None:
+            failed, neutral, changes = extra.failed, extra.neutral, extra.state_changes
         return CircuitStats(
-            total_calls=self._succeeded + extra.failed + extra.neutral,
+            total_calls=self._succeeded + failed + neutral,
             successful_calls=self._succeeded,
-            failed_calls=extra.failed,
+            failed_calls=failed,
             rejected_calls=self._rejected,
-            state_changes=extra.state_changes,
+            state_changes=changes,
         )
 
     def add_listener(self, listener: Listener) -> None:
@@ -226,23 +215,38 @@ class CircuitBreaker:
             raise TypeError(f"listener must be callable, got {listener!r}")
         self._more().listeners.append(listener)
 
+    def add_call_listener(self, listener: CallListener) -> None:
+        """Call ``listener(event)`` (sync) with a ``CallEvent`` for every call, run or refused.
+
+        Breakers without call listeners do not time their calls.
+        """
+        if not callable(listener):
+            raise TypeError(f"call listener must be callable, got {listener!r}")
+        self._more().call_listeners.append(listener)
+        self._time_every_call()
+
+    def _time_every_call(self) -> None:
+        self._more().per_call = True
+        self._per_call = True
+
     # -- guarding calls ----------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        # The closed-state fast path: no lock, no write, no storage read.
-        # Calls entered here carry no ticket; ``_untagged`` counts them. When
-        # the generation changes while some are running, they all become
-        # stale, and until they are done every new entry carries a ticket
-        # in ``_TAGS`` (``_tagging``), so that an entry without one is known
-        # to be stale when it exits.
+        # The closed-state fast path: no lock, no write, no storage read, no
+        # per-call state. Calls entered here carry no ticket; ``_untagged``
+        # counts them. When the generation changes while some are running,
+        # they all become stale, and until they are done every new entry
+        # carries a ticket in ``_TICKETS`` (``_per_call``), so that an entry
+        # without one is known to be stale when it exits. Calls that need
+        # their own state (a deadline, a start time) always carry one.
         record = self._record
         local = self._local  # _fresh(), written out: this is the hot path
         if (
             local.get(self._name, INITIAL_RECORD) is record
             if local is not None
-            else self._clock() - self._read_at < self._staleness
-        ):
-            if record.state is _CLOSED and not self._tagging:
+            else self._read_at <= self._clock() < self._read_at + self._staleness
+        ) and not self._per_call:
+            if record.state is _CLOSED:
                 self._untagged += 1
                 return self
             if record.state is _OPEN and self._seen is _OPEN:
@@ -252,13 +256,19 @@ class CircuitBreaker:
                     self._rejected += 1
                     raise CircuitBreakerOpenError(self._name, remaining)
         generation, token = await self._admit()
-        if token is None and not self._tagging:
+        if token is None and not self._per_call:
             self._untagged += 1
-        else:
-            tag_id = next(_tag_ids)
-            self._more().tags.add(tag_id)
-            self._tagging = True
-            _TAGS.set((self, generation, token, tag_id, _TAGS.get()))
+            return self
+        extra = self._more()
+        self._per_call = True
+        timeout = self._config.call_timeout
+        scope = None
+        if timeout is not None:
+            scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
+            scope.__enter__()
+        ticket = _Ticket(self, generation, token, self._clock(), scope, _TICKETS.get())
+        extra.tags.add(ticket.id)
+        _TICKETS.set(ticket)
         return self
 
     async def __aexit__(
@@ -267,59 +277,121 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self._tagging:
+        if not self._per_call:
             self._untagged -= 1
             if exc is None:
                 self._succeeded += 1
+                now = self._clock()  # _finish()'s success counting, written out
+                if self._unsent_start <= now < self._unsent_until:
+                    self._unsent += 1
+                    return
+                await self._success_slowly(now)
                 return
-            await self._settle(self._record.generation, None, exc)
+            await self._finish(self._record.generation, None, exc, None)
             return
         extra = self._more()
-        tag = _TAGS.get()
-        if tag is not None and tag[0] is self and tag[3] in extra.tags:
-            _TAGS.set(tag[4])
-            extra.tags.discard(tag[3])
-            ticket: tuple[int, str | None] | None = (tag[1], tag[2])
-        else:
+        ticket = _TICKETS.get()
+        if ticket is None or ticket.breaker is not self or ticket.id not in extra.tags:
+            # Entered without a ticket, before the generation changed: stale.
             self._untagged -= 1
-            ticket = None
-        if self._untagged == 0 and not extra.tags:
-            self._tagging = False
-        if ticket is None:
-            self._count(self._classify(exc))
-        else:
-            await self._settle(ticket[0], ticket[1], exc)
+            self._drained(extra)
+            await self._finish(_STALE, None, exc, None)
+            return
+        _TICKETS.set(ticket.outer)
+        extra.tags.discard(ticket.id)
+        self._drained(extra)
+        if ticket.scope is not None and ticket.scope.__exit__(exc_type, exc, tb):
+            error = self._timed_out()
+            await self._finish(
+                ticket.generation, ticket.token, error, ticket.started, outcome=Outcome.FAILURE
+            )
+            raise error from None
+        await self._finish(ticket.generation, ticket.token, exc, ticket.started)
 
-    def _reject_if_open(self, record: BreakerRecord) -> None:
-        """Reject at once, with no storage access, while a fresh record is open."""
-        remaining = machine.time_until_retry(record, self._config, self._clock())
-        if remaining > 0:
-            self._rejected += 1
-            raise CircuitBreakerOpenError(self._name, remaining)
+    def __enter__(self) -> NoReturn:
+        raise TypeError(
+            f"circuit breaker {self._name!r} guards async code: use `async with breaker:`"
+        )
+
+    def __exit__(self, *exc_info: object) -> None:  # pragma: no cover - __enter__ raises
+        return None
+
+    def _drained(self, extra: Extra) -> None:
+        """Stop giving tickets once no stale call is left (unless every call needs one)."""
+        if self._untagged == 0 and not extra.tags and not extra.per_call:
+            self._per_call = False
+
+    def _timed_out(self) -> TimeoutError:
+        return TimeoutError(
+            f"circuit {self._name!r}: the guarded call took longer than "
+            f"call_timeout={self._config.call_timeout} s and was cancelled"
+        )
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``await fn(*args, **kwargs)`` under the breaker and return its result."""
+        """Run ``await fn(*args, **kwargs)`` under the breaker and return its result.
+
+        ``fn`` must return an awaitable; one that does not is refused with
+        ``TypeError`` and counts as neither a success nor a failure.
+        """
         record = self._record
-        if record.state is _CLOSED and self._fresh():
+        if record.state is _CLOSED and not self._per_call and self._fresh():
             generation, token = record.generation, None
         else:
-            if record.state is _OPEN and self._seen is _OPEN and self._fresh():
-                self._reject_if_open(record)
+            if (
+                record.state is _OPEN
+                and self._seen is _OPEN
+                and not self._per_call
+                and self._fresh()
+            ):
+                remaining = machine.time_until_retry(record, self._config, self._clock())
+                if remaining > 0:
+                    self._rejected += 1
+                    raise CircuitBreakerOpenError(self._name, remaining)
             generation, token = await self._admit()
+        started = self._clock() if self._per_call else None
+        timeout = self._config.call_timeout
+        refused: TypeError | None = None
+        timed_out: TimeoutError | None = None
         try:
-            result = await fn(*args, **kwargs)
+            awaitable: object = fn(*args, **kwargs)
+            if not inspect.isawaitable(awaitable):
+                refused = TypeError(
+                    "call() needs an async function (or one returning an awaitable); "
+                    f"{fn!r} returned {type(awaitable).__name__} {awaitable!r}"
+                )
+            elif timeout is None:
+                result: T = await awaitable
+            else:
+                with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
+                    result = await awaitable
+                if scope.cancelled_caught:
+                    timed_out = self._timed_out()
         except BaseException as error:
-            await self._settle(generation, token, error)
+            await self._finish(generation, token, error, started)
             raise
-        if token is None:
+        if refused is not None:
+            await self._finish(generation, token, None, started, outcome=Outcome.NEUTRAL)
+            raise refused
+        if timed_out is not None:
+            await self._finish(generation, token, timed_out, started, outcome=Outcome.FAILURE)
+            raise timed_out
+        if token is None and started is None and generation == self._record.generation:
             self._succeeded += 1
+            now = self._clock()
+            if self._unsent_start <= now < self._unsent_until:
+                self._unsent += 1
+            else:
+                await self._success_slowly(now)
         else:
-            await self._settle(generation, token, None)
+            await self._finish(generation, token, None, started)
         return result
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-        """Decorate an ``async def`` so that every call goes through the breaker."""
-        if not inspect.iscoroutinefunction(fn):
+        """Decorate an ``async def`` (or an object with one as ``__call__``) to guard every call."""
+        if not (
+            inspect.iscoroutinefunction(fn)
+            or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+        ):
             raise TypeError(
                 f"@breaker needs an async def function, got {fn!r}; "
                 "a breaker guards awaitable calls only"
@@ -336,39 +408,58 @@ class CircuitBreaker:
     async def allow_request(self) -> bool:
         """Return whether a call may run now; in half-open this takes a trial permit.
 
-        Give the permit back with the next ``record_success()`` or
-        ``record_failure()`` of this breaker object.
+        Report the call with ``record_success()`` or ``record_failure()``: in
+        the same task, the report pairs with this admission; otherwise it
+        gives back the oldest permit this object holds.
         """
         try:
             generation, token = await self._admit()
         except CircuitBreakerOpenError:
             return False
+        ticket: _Manual = (generation, token, self._clock() if self._per_call else None)
         if token is not None:
-            self._more().held.append((generation, token))
+            self._more().held.append((generation, token, ticket[2] or 0.0))
+        _MANUAL.set({**(_MANUAL.get() or {}), id(self): (self, ticket)})
         return True
 
     async def record_success(self) -> None:
         """Report that a call admitted by ``allow_request()`` succeeded."""
-        await self._settle(*self._held_ticket(), None)
+        generation, token, started = self._manual_ticket()
+        await self._finish(generation, token, None, started)
 
     async def record_failure(self, exc: BaseException | None = None) -> None:
         """Report that a call admitted by ``allow_request()`` failed with ``exc``."""
-        await self._settle(*self._held_ticket(), exc if exc is not None else Exception())
+        generation, token, started = self._manual_ticket()
+        await self._finish(generation, token, exc if exc is not None else Exception(), started)
 
-    def _held_ticket(self) -> tuple[int, str | None]:
-        if self._extra is not None and self._extra.held:
-            return self._extra.held.popleft()
-        return self._record.generation, None
+    def _manual_ticket(self) -> _Manual:
+        """The admission a report belongs to: this task's, else the oldest permit held."""
+        tickets = _MANUAL.get() or {}
+        entry = tickets.get(id(self))
+        extra = self._extra
+        if entry is not None and entry[0] is self:
+            _MANUAL.set({key: value for key, value in tickets.items() if key != id(self)})
+            generation, token, started = entry[1]
+            if token is not None and extra is not None:
+                for held in extra.held:
+                    if held[1] == token:
+                        extra.held.remove(held)
+                        break
+            return generation, token, started
+        if extra is not None and extra.held:
+            generation, token, _ = extra.held.popleft()
+            return generation, token, None
+        return self._record.generation, None, None
 
     # -- administration ----------------------------------------------------
 
     async def reset(self) -> None:
-        """Close the breaker and clear its history, for every process sharing it.
+        """Close the breaker and clear its window, for every process sharing it.
 
         Raises ``StorageError`` if the storage fails, unless ``on_storage_error``
         is "local": then, during the outage, it acts on the local state only.
         """
-        await self._administer(machine.reset)
+        await self._administer(lambda record, now, tally: machine.reset(record, now))
 
     async def force_open(self) -> None:
         """Open the breaker until ``reset()``, for every process sharing it.
@@ -376,13 +467,36 @@ class CircuitBreaker:
         Raises ``StorageError`` if the storage fails, unless ``on_storage_error``
         is "local": then, during the outage, it acts on the local state only.
         """
-        await self._administer(machine.force_open)
+        await self._administer(lambda record, now, tally: machine.force_open(record, now))
 
-    async def _administer(self, change: Callable[[BreakerRecord, float], BreakerRecord]) -> None:
+    async def open_for(self, seconds: float) -> None:
+        """Open the breaker now for ``seconds``, for every process sharing it; then half-open.
+
+        Raises ``StorageError`` if the storage fails, unless ``on_storage_error``
+        is "local": then, during the outage, it acts on the local state only.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise TypeError(f"seconds must be a number, got {seconds!r}")
+        if not (seconds >= 0 and math.isfinite(seconds)):
+            raise ValueError(f"seconds must be finite and >= 0, got {seconds!r}")
+        config = self._config
+        duration = float(seconds)
+        await self._administer(
+            lambda record, now, tally: machine.open_for(record, config, now, duration, tally),
+            with_tally=True,
+        )
+
+    async def _administer(self, change: Change, *, with_tally: bool = False) -> None:
         try:
-            await self._write(change)
-        except _StoragePolicyRefusal as refusal:
+            written = await self._write(change, with_tally=with_tally)
+        except Refused as refusal:
             raise refusal.error from refusal.error.__cause__
+        await self._deliver()
+        if not written:
+            raise StorageError(
+                f"circuit {self._name!r}: compare-and-set conflicts went on for longer "
+                f"than storage_timeout={self._config.storage_timeout} s; nothing was changed"
+            )
 
     async def get_state(self) -> CircuitState:
         """Read the state from the storage and return it, evaluated now.
@@ -393,254 +507,83 @@ class CircuitBreaker:
         now = self._clock()
         try:
             record = await self._read(now)
-        except _StoragePolicyRefusal as refusal:
+        except Refused as refusal:
             raise refusal.error from refusal.error.__cause__
-        await self._observe(now)
+        self._notice(now)
+        await self._deliver()
         return machine.view(record, self._config, now)
 
-    # -- the loop around the machine ---------------------------------------
+    # -- admission: the read path ------------------------------------------
 
     def _fresh(self) -> bool:
         if self._local is not None:
             return self._local.get(self._name, INITIAL_RECORD) is self._record
-        return self._clock() - self._read_at < self._staleness
+        return self._read_at <= self._clock() < self._read_at + self._staleness
 
     async def _admit(self) -> tuple[int, str | None]:
-        """Admit a call or raise ``CircuitBreakerOpenError``; return its ticket."""
+        """Admit a call or raise ``CircuitBreakerOpenError``; return its ticket.
+
+        In shadow mode (``enforce=False``) a call that would be refused is
+        admitted with the generation ``_STALE``: it runs, and counts only in
+        this object's stats.
+        """
         now = self._clock()
         try:
             record = self._record if self._fresh() else await self._read(now)
-        except _StoragePolicyRefusal:
-            return self._admit_without_storage()
-        await self._observe(now)
-        for _ in self._attempts():
+            self._notice(now)
             admission = machine.admit(record, self._config, now, _new_token)
-            if not admission.allowed:
-                self._rejected += 1
-                raise CircuitBreakerOpenError(self._name, admission.retry_after)
-            if admission.record is None:
-                return admission.generation, None
-            try:
-                with self._shielded():
-                    stored = await self._compare_and_set(record, admission.record, now)
-            except _StoragePolicyRefusal:
-                return self._admit_without_storage()
-            if stored is None:
-                await self._observe(now)
-                return admission.generation, admission.token
-            record = stored
-            await self._observe(now)
-        # Every conflict means another caller took a permit first: the trials are taken.
-        self._give_up_writing()
+            if admission.record is not None:
+                admission = await self._take_permit()
+        except Refused:
+            return self._admit_without_storage()
+        await self._deliver()
+        if admission.allowed:
+            return admission.generation, admission.token
+        return self._refuse(admission)
+
+    async def _take_permit(self) -> Admission:
+        """Write a trial permit, against the newest record; the admission that counts."""
+        config = self._config
+        admissions: list[Admission] = []
+
+        def permit(record: BreakerRecord, now: float, tally: object) -> BreakerRecord | None:
+            admissions.append(machine.admit(record, config, now, _new_token))
+            return admissions[-1].record
+
+        if await self._write(permit):
+            return admissions[-1]
+        # Every conflict meant another caller took a permit first.
+        return Admission(
+            False, self._record.generation, retry_after=_CONTENDED_RETRY, state=_HALF_OPEN
+        )
+
+    def _refuse(self, admission: Admission) -> tuple[int, str | None]:
+        """Count a refusal; raise it, or in shadow mode let the call run uncounted."""
         self._rejected += 1
-        raise CircuitBreakerOpenError(self._name, _CONTENDED_RETRY)
-
-    def _attempts(self) -> Iterator[None]:
-        """Yield once per compare-and-set attempt, for up to ``storage_timeout`` seconds.
-
-        Each conflict means another writer made progress, so a write retries
-        however many times it takes within that time.
-        """
-        yield
-        deadline = anyio.current_time() + self._config.storage_timeout
-        while anyio.current_time() < deadline:
-            yield
+        extra = self._extra
+        if extra is not None and extra.call_listeners:
+            self._emit(CallEvent(self._name, "rejected", 0.0, False, self._clock()))
+        if not self._config.enforce:
+            return _STALE, None
+        raise CircuitBreakerOpenError(self._name, admission.retry_after, admission.state)
 
     def _admit_without_storage(self) -> tuple[int, str | None]:
         """Admit or reject as on_storage_error says while the storage fails."""
         if self._config.on_storage_error == "reject":
-            self._rejected += 1
-            raise CircuitBreakerOpenError(
-                self._name, self._config.storage_retry_interval or _CONTENDED_RETRY
-            ) from None
-        return self._record.generation, None  # "allow": the outcome is not recorded
+            retry = self._config.storage_retry_interval or _CONTENDED_RETRY
+            return self._refuse(Admission(False, self._record.generation, retry_after=retry))
+        return self._record.generation, None  # "allow": its outcome waits for the storage
 
-    def _give_up_writing(self) -> None:
-        """Say that a write lost every compare-and-set it tried."""
-        error = StorageError(
-            f"circuit {self._name!r}: compare-and-set conflicts went on for longer "
-            f"than storage_timeout={self._config.storage_timeout} s"
-        )
-        if self._config.on_storage_error == "raise":
-            raise error
-        logger.warning("%s; the outcome is dropped", error)
 
-    def _classify(self, exc: BaseException | None) -> Outcome:
-        if exc is None:
-            return Outcome.SUCCESS
-        if not isinstance(exc, Exception) or isinstance(exc, self._config.ignored_exceptions):
-            return Outcome.NEUTRAL
-        is_failure = self._config.is_failure
-        if is_failure is not None and not is_failure(exc):
-            return Outcome.SUCCESS
-        return Outcome.FAILURE
-
-    def _count(self, outcome: Outcome) -> None:
-        if outcome is Outcome.SUCCESS:
-            self._succeeded += 1
-        elif outcome is Outcome.FAILURE:
-            self._more().failed += 1
-        else:
-            self._more().neutral += 1
-
-    async def _settle(self, generation: int, token: str | None, exc: BaseException | None) -> None:
-        """Count a call's outcome and write what it changes, shielded from cancellation."""
-        outcome = self._classify(exc)
-        self._count(outcome)
-        if token is None and outcome is not Outcome.FAILURE:
-            return
-        config = self._config
-
-        def change(record: BreakerRecord, now: float) -> BreakerRecord | None:
-            return machine.settle(record, config, now, generation, token, outcome)
-
-        # "allow" and "reject" drop what they cannot store.
-        with self._shielded(), contextlib.suppress(_StoragePolicyRefusal):
-            await self._write(change)
-
-    async def _write(self, change: Callable[[BreakerRecord, float], BreakerRecord | None]) -> None:
-        """Apply ``change`` with compare-and-set, re-reading on conflict."""
-        now = self._clock()
-        record = self._record
-        for _ in self._attempts():
-            new = change(record, now)
-            if new is None:
-                return
-            stored = await self._compare_and_set(record, new, now)
-            if stored is None:
-                await self._observe(now)
-                return
-            record = stored
-        self._give_up_writing()
-
-    # -- storage access, with the failure policy ---------------------------
-
-    def _adopt(self, record: BreakerRecord, now: float) -> None:
-        """Cache ``record``; calls running without a ticket become stale if its generation moved."""
-        if record.generation != self._record.generation and self._untagged:
-            self._tagging = True
-        self._record = record
-        self._read_at = now
-
-    async def _read(self, now: float) -> BreakerRecord:
-        """Read the stored record (or the fallback's) and cache it."""
-        record = await self._storage_op(now, "get") or INITIAL_RECORD
-        if self._read_at == -math.inf:
-            # What the first read finds is where this object starts, not a change.
-            self._seen = machine.view(record, self._config, now)
-        self._adopt(record, now)
-        return record
-
-    async def _compare_and_set(
-        self, expected: BreakerRecord, new: BreakerRecord, now: float
-    ) -> BreakerRecord | None:
-        """Store ``new`` if ``expected`` is current: ``None``, else the current record."""
-        if await self._storage_op(now, "compare_and_set", expected.version or None, new):
-            self._adopt(new, now)
-            return None
-        return await self._read(now)
-
-    async def _storage_op(self, now: float, method: str, *args: Any) -> Any:
-        extra = self._extra
-        if extra is not None and extra.fallback is not None:
-            if now < extra.retry_at:
-                return await getattr(extra.fallback, method)(self._name, *args)
-            try:
-                record = await self._call_storage("get")
-            except (StorageError, TimeoutError):
-                extra.retry_at = now + self._config.storage_retry_interval
-                return await getattr(extra.fallback, method)(self._name, *args)
-            self._storage_recovered(extra)
-            # The fallback's versions mean nothing to the storage: adopt the
-            # stored record and let a pending write retry against it.
-            return record if method == "get" else False
-        try:
-            result = await self._call_storage(method, *args)
-        except (StorageError, TimeoutError) as error:
-            return await self._storage_failed(now, method, args, error)
-        if extra is not None and extra.outage:
-            self._storage_recovered(extra)
-        return result
-
-    async def _call_storage(self, method: str, *args: Any) -> Any:
-        operation = getattr(self._storage, method)
-        if self._local is not None:  # a MemoryStorage answers at once, never slowly
-            return await operation(self._name, *args)
-        with anyio.fail_after(self._config.storage_timeout):
-            return await operation(self._name, *args)
-
-    def _shielded(self) -> AbstractContextManager[object]:
-        """Shield a write from cancellation, so that a permit taken is also given back.
-
-        A MemoryStorage never waits, so nothing can interrupt its writes.
-        """
-        if self._local is not None:
-            return contextlib.nullcontext()
-        return anyio.CancelScope(shield=True)
-
-    def _storage_recovered(self, extra: _Extra) -> None:
-        extra.fallback = None
-        extra.outage = False
-        logger.info("circuit %r: storage %r answers again", self._name, self._storage)
-
-    async def _storage_failed(
-        self, now: float, method: str, args: tuple[Any, ...], error: Exception
-    ) -> Any:
-        policy = self._config.on_storage_error
-        extra = self._more()
-        if not extra.outage:
-            extra.outage = True
-            logger.warning(
-                "circuit %r: storage %r failed (%s); on_storage_error=%r",
-                self._name,
-                self._storage,
-                error if str(error) else type(error).__name__,
-                policy,
-            )
-        if not isinstance(error, StorageError):
-            timed_out = StorageError(
-                f"circuit {self._name!r}: storage operation {method} took longer "
-                f"than storage_timeout={self._config.storage_timeout} s"
-            )
-            timed_out.__cause__ = error
-            error = timed_out
-        if policy == "raise":
-            raise error
-        if policy != "local":
-            raise _StoragePolicyRefusal(error)
-        # Keep protecting in this process, from the last record known.
-        fallback = MemoryStorage()
-        if self._record.version:
-            fallback._records[self._name] = self._record
-        extra.fallback = fallback
-        extra.retry_at = now + self._config.storage_retry_interval
-        return await getattr(fallback, method)(self._name, *args)
-
-    # -- state changes -----------------------------------------------------
-
-    async def _observe(self, now: float) -> None:
-        """Note the state the cached record shows now; tell listeners if it changed."""
-        state = machine.view(self._record, self._config, now)
-        old = self._seen
-        self._seen = state
-        if old is state:
-            return
-        self._more().state_changes += 1
-        logger.info("circuit %r: %s -> %s", self._name, old.value, state.value)
-        if self._extra is None or not self._extra.listeners:
-            return
-        change = StateChange(self._name, old, state, now)
-        for listener in list(self._extra.listeners):
-            try:
-                result = listener(change)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception(
-                    "circuit %r: state change listener %r raised", self._name, listener
-                )
-
-    def _more(self) -> _Extra:
-        if self._extra is None:
-            self._extra = _Extra()
-        return self._extra
+def _check_name(name: object) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__} {name!r}")
+    if not name.strip():
+        raise ValueError("name must be a non-empty string")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"name {name!r} cannot be stored: it is not valid Unicode text (a lone "
+            "surrogate, as os.fsdecode() makes of bytes that are not UTF-8)"
+        ) from None

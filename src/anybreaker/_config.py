@@ -8,10 +8,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from ._state import WindowStats
+
 __all__ = ["CircuitBreakerConfig", "StorageErrorPolicy", "check_settings"]
 
 StorageErrorPolicy = Literal["local", "allow", "reject", "raise"]
 _POLICIES: tuple[str, ...] = get_args(StorageErrorPolicy)
+
+WINDOW_BUCKETS = 10
+"""The window is kept as this many buckets of ``window_size / WINDOW_BUCKETS`` seconds."""
+
+_RULES = (
+    "failure_threshold",
+    "failure_rate_threshold",
+    "consecutive_failures",
+    "slow_call_rate_threshold",
+    "trip",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,17 +32,18 @@ class CircuitBreakerConfig:
     """The settings of a circuit breaker.
 
     Every field has a default; invalid values raise ``ValueError`` or
-    ``TypeError`` naming the field.
+    ``TypeError`` naming the field. Every trip rule that is set (not
+    ``None``) can open the breaker; at least one must be set.
     """
 
-    failure_threshold: int = 5
-    """Failures within ``window_size`` seconds that open the breaker."""
+    failure_threshold: int | None = 5
+    """Failures within ``window_size`` seconds that open the breaker; ``None``: rule off."""
     success_threshold: int = 2
     """Successful trial calls in half-open that close the breaker."""
     timeout: float = 30.0
     """Seconds the breaker stays open before it admits a trial call."""
     window_size: float = 60.0
-    """Seconds a failure counts for."""
+    """Seconds an outcome counts for (within one tenth of it: the window is 10 buckets)."""
     half_open_max_calls: int = 1
     """Trial calls allowed at once in half-open, across every process sharing the storage."""
     ignored_exceptions: tuple[type[BaseException], ...] = ()
@@ -48,15 +62,45 @@ class CircuitBreakerConfig:
     """Seconds one storage operation may take before it counts as a storage failure."""
     storage_retry_interval: float = 1.0
     """While the storage fails, seconds between attempts to reach it again."""
+    failure_rate_threshold: float | None = None
+    """Share of failures (0 < x <= 1) among the window's calls that opens the breaker."""
+    minimum_calls: int = 10
+    """Calls the window must hold before a rate rule (failures or slow calls) may open it."""
+    consecutive_failures: int | None = None
+    """Failures in a row, with no success between them, that open the breaker."""
+    slow_call_duration: float | None = None
+    """Seconds after which a call counts as slow (whether it succeeded or failed)."""
+    slow_call_rate_threshold: float | None = None
+    """Share of slow calls (0 < x <= 1) among the window's calls that opens the breaker."""
+    call_timeout: float | None = None
+    """Seconds the breaker lets a guarded call run before it cancels it (a failure)."""
+    trip: Callable[[WindowStats], bool] | None = None
+    """A rule of your own over the window's numbers: ``True`` opens the breaker."""
+    enforce: bool = True
+    """``False``: shadow mode; the breaker records, changes state and reports, never refuses."""
 
     def __post_init__(self) -> None:
-        for name in ("failure_threshold", "success_threshold", "half_open_max_calls"):
+        for name in ("success_threshold", "half_open_max_calls", "minimum_calls"):
             _positive_int(name, getattr(self, name))
+        for name in ("failure_threshold", "consecutive_failures"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
         _duration("timeout", self.timeout, allow_zero=True)
         _duration("window_size", self.window_size, allow_zero=False)
         _duration("trial_lease", self.trial_lease, allow_zero=False)
         _duration("storage_timeout", self.storage_timeout, allow_zero=False)
         _duration("storage_retry_interval", self.storage_retry_interval, allow_zero=True)
+        for name in ("slow_call_duration", "call_timeout"):
+            if getattr(self, name) is not None:
+                _duration(name, getattr(self, name), allow_zero=False)
+        for name in ("failure_rate_threshold", "slow_call_rate_threshold"):
+            if getattr(self, name) is not None:
+                _rate(name, getattr(self, name))
+        if self.slow_call_rate_threshold is not None and self.slow_call_duration is None:
+            raise ValueError(
+                "slow_call_rate_threshold needs slow_call_duration: the seconds after "
+                "which a call counts as slow"
+            )
         multiplier = _number("backoff_multiplier", self.backoff_multiplier)
         if not math.isfinite(multiplier) or multiplier < 1.0:
             raise ValueError(
@@ -70,20 +114,30 @@ class CircuitBreakerConfig:
                     f"timeout ({self.timeout!r})"
                 )
         _exception_types(self)
-        if self.is_failure is not None and not callable(self.is_failure):
-            raise TypeError(f"is_failure must be callable, got {self.is_failure!r}")
+        for name in ("is_failure", "trip"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise TypeError(f"{name} must be callable or None, got {value!r}")
+        if not isinstance(self.enforce, bool):
+            raise TypeError(f"enforce must be a bool, got {self.enforce!r}")
         if self.on_storage_error not in _POLICIES:
             raise ValueError(
                 f"on_storage_error must be one of {', '.join(map(repr, _POLICIES))}, "
                 f"got {self.on_storage_error!r}"
             )
+        if all(getattr(self, name) is None for name in _RULES):
+            raise ValueError("no trip rule is set: give at least one of " + ", ".join(_RULES))
 
     def replace(self, **changes: Any) -> CircuitBreakerConfig:
         """Return a copy with some fields changed (and validated)."""
         return dataclasses.replace(self, **changes)
 
     def open_duration(self, openings: int) -> float:
-        """Seconds the breaker stays open after its ``openings``-th opening in a row."""
+        """Seconds the breaker stays open after its ``openings``-th opening in a row.
+
+        ``math.inf`` when the back-off overflows a float and no ``max_timeout``
+        caps it: the breaker then stays open until ``reset()``.
+        """
         if openings <= 1 or self.backoff_multiplier == 1.0:
             return self.timeout
         try:
@@ -94,11 +148,19 @@ class CircuitBreakerConfig:
             duration = min(duration, self.max_timeout)
         return duration
 
+    @property
+    def bucket_width(self) -> float:
+        """Seconds one bucket of the window spans: ``window_size / 10``."""
+        return self.window_size / WINDOW_BUCKETS
+
 
 def _number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large to be a number of seconds: {value!r}") from None
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -115,6 +177,12 @@ def _duration(name: str, value: object, *, allow_zero: bool) -> None:
     if number < 0 or (number == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
+
+
+def _rate(name: str, value: object) -> None:
+    number = _number(name, value)
+    if not 0.0 < number <= 1.0:
+        raise ValueError(f"{name} must be a share in (0, 1], got {value!r}")
 
 
 def _exception_types(config: CircuitBreakerConfig) -> None:

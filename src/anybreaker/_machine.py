@@ -4,24 +4,36 @@ Nothing here does I/O, awaits, reads a clock or logs; the breaker feeds in
 the time and writes back what these functions return. Every transition rule
 of the breaker lives in this module:
 
-- CLOSED admits every call. A failure adds its time to ``failures``; when
-  ``failure_threshold`` of them fall within the last ``window_size``
-  seconds, the breaker opens for ``timeout`` seconds (backed off by
-  ``backoff_multiplier`` per consecutive opening, up to ``max_timeout``).
-- OPEN rejects every call until its open period has passed; then it is
-  half-open, with no write needed (the time-driven change).
+- The window is ``WINDOW_BUCKETS`` (10) buckets of ``window_size / 10``
+  seconds, each counting calls (successes and failures), failures and slow
+  calls. An outcome counts while its bucket is one of the last ten: for
+  between 0.9 and 1.0 ``window_size`` seconds after it happened.
+- CLOSED admits every call. Outcomes reach the record as counts
+  (``Tally``); after merging them the trip rules are checked, and any rule
+  that is set and met opens the breaker: ``failure_threshold`` failures in
+  the window; a ``failure_rate_threshold`` or ``slow_call_rate_threshold``
+  share of the window's calls, once it holds ``minimum_calls``;
+  ``consecutive_failures`` failures with no success between them; the
+  user's ``trip(WindowStats)``.
+- OPEN rejects every call until its open period has passed (``timeout``,
+  backed off by ``backoff_multiplier`` per consecutive opening, up to
+  ``max_timeout``); then it is half-open, with no write needed (the
+  time-driven change).
 - HALF_OPEN grants at most ``half_open_max_calls`` trial permits at once,
   each a lease that expires ``trial_lease`` seconds after it was granted.
   ``success_threshold`` successful trials close the breaker and clear its
-  history; one failed trial re-opens it.
-- ``force_open`` opens it until ``reset``; ``reset`` closes it and clears
-  its history. Both are state changes.
-- Every state change bumps ``generation``. An outcome reported for a
+  window; one failed trial (or a slow one, when a slow-call rule is set)
+  re-opens it.
+- ``force_open`` opens it until ``reset``; ``open_for`` opens it for a
+  given time; ``reset`` closes it and clears its window. All are state
+  changes.
+- Every state change bumps ``generation``. Counts or a trial outcome from a
   generation that is no longer current, or for a trial permit that is no
-  longer leased, changes nothing.
+  longer leased, change nothing.
 
-A stored time later than ``now`` (the clock stepped back) is taken as
-``now``: it never lengthens an open period or a lease.
+A stored time later than ``now`` (the clock stepped back) counts as ``now``:
+``rebase`` moves it there once, so it never lengthens an open period, a
+lease or a bucket's life.
 """
 
 from __future__ import annotations
@@ -31,24 +43,36 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from ._config import CircuitBreakerConfig
-from ._state import CircuitState
-from .storage._protocol import BreakerRecord, Trial
+from ._config import WINDOW_BUCKETS, CircuitBreakerConfig
+from ._state import CircuitState, WindowStats
+from .storage._protocol import BreakerRecord, Bucket, Trial
 
 __all__ = [
+    "HALF_OPEN_RETRY",
     "Admission",
     "Outcome",
+    "Tally",
     "admit",
+    "bucket_start",
     "force_open",
+    "open_for",
+    "rebase",
+    "record_outcomes",
     "reset",
     "settle",
     "time_until_retry",
     "view",
+    "window_stats",
 ]
 
 CLOSED = CircuitState.CLOSED
 OPEN = CircuitState.OPEN
 HALF_OPEN = CircuitState.HALF_OPEN
+
+HALF_OPEN_RETRY = 1.0
+"""The longest ``retry_after`` of a call refused because every trial permit is taken."""
+
+Trip = Callable[[WindowStats], bool]
 
 
 class Outcome(enum.Enum):
@@ -73,10 +97,74 @@ class Admission:
     """The record to write before the call may run, if any."""
     retry_after: float = 0.0
     """For a rejected call: seconds until a trial may be admitted (> 0)."""
+    state: CircuitState = OPEN
+    """For a rejected call: OPEN, or HALF_OPEN when every trial permit is taken."""
 
 
-def _elapsed(since: float, now: float) -> float:
-    return max(0.0, now - since)
+class Tally:
+    """Outcomes of one generation that are not in the record yet: counts, in order.
+
+    The breaker adds to it as calls end and hands it to ``record_outcomes``;
+    nothing here changes it. Counts add up, so a tally that failed to be
+    written is merged into the next one and written again, unchanged.
+    """
+
+    __slots__ = ("buckets", "generation", "reset_streak", "streak")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.buckets: dict[float, list[int]] = {}
+        """Bucket start -> [calls, failures, slow calls]."""
+        self.reset_streak = False
+        """Whether a success came: the stored streak of failures ends."""
+        self.streak = 0
+        """Failures since the last success in this tally (all of them if none)."""
+
+    def __bool__(self) -> bool:
+        return bool(self.buckets)
+
+    def __repr__(self) -> str:
+        return f"<Tally generation={self.generation} {self.buckets} streak={self.streak}>"
+
+    def add(self, start: float, outcome: Outcome, slow: bool = False, count: int = 1) -> None:
+        """Count ``count`` calls that ended with ``outcome`` in the bucket at ``start``."""
+        counts = self.buckets.get(start)
+        if counts is None:
+            counts = self.buckets[start] = [0, 0, 0]
+        counts[0] += count
+        if outcome is Outcome.FAILURE:
+            counts[1] += count
+            self.streak += count
+        else:
+            self.reset_streak = True
+            self.streak = 0
+        if slow:
+            counts[2] += count
+
+    def merge(self, later: Tally) -> None:
+        """Add the counts of ``later``, whose outcomes came after these."""
+        for start, (calls, failures, slow) in later.buckets.items():
+            counts = self.buckets.get(start)
+            if counts is None:
+                self.buckets[start] = [calls, failures, slow]
+            else:
+                counts[0] += calls
+                counts[1] += failures
+                counts[2] += slow
+        if later.reset_streak:
+            self.reset_streak = True
+            self.streak = later.streak
+        else:
+            self.streak += later.streak
+
+
+def bucket_start(now: float, config: CircuitBreakerConfig) -> float:
+    """The start of the bucket that an outcome at ``now`` counts in."""
+    width = config.window_size / WINDOW_BUCKETS
+    return (now // width) * width
+
+
+# -- reading a record ---------------------------------------------------------
 
 
 def view(record: BreakerRecord, config: CircuitBreakerConfig, now: float) -> CircuitState:
@@ -95,10 +183,55 @@ def time_until_retry(record: BreakerRecord, config: CircuitBreakerConfig, now: f
         return 0.0
     if record.forced:
         return math.inf
-    # Written out rather than through _elapsed: this runs on every rejection.
+    # Written out rather than through helpers: this runs on every rejection.
     since = record.changed_at
     remaining = record.open_duration - (now - since if now > since else 0.0)
     return remaining if remaining > 0.0 else 0.0
+
+
+def window_stats(record: BreakerRecord, window_size: float, now: float) -> WindowStats:
+    """The window's numbers at ``now``, counting the buckets of the last ``window_size``."""
+    width = window_size / WINDOW_BUCKETS
+    index = now // width
+    cutoff = (index - (WINDOW_BUCKETS - 1)) * width
+    calls = failures = slow = 0
+    for start, bucket_calls, bucket_failures, bucket_slow in record.buckets:
+        if start >= cutoff:
+            calls += bucket_calls
+            failures += bucket_failures
+            slow += bucket_slow
+    return WindowStats(
+        calls=calls,
+        failures=failures,
+        slow_calls=slow,
+        consecutive_failures=record.consecutive_failures,
+        failure_rate=failures / calls if calls else 0.0,
+    )
+
+
+def rebase(record: BreakerRecord, config: CircuitBreakerConfig, now: float) -> BreakerRecord:
+    """Return ``record`` with every time later than ``now`` moved to ``now``.
+
+    A stored time in the future means the clock stepped back (or another
+    host's clock is ahead). The breaker rebases a record once, when it
+    adopts it, so that an open period or a lease counts from then instead
+    of from a moment that keeps receding. ``record`` itself when nothing is
+    in the future.
+    """
+    trials = record.trials
+    buckets = record.buckets
+    late_trials = any(granted_at > now for _, granted_at in trials)
+    late_buckets = bool(buckets) and buckets[-1][0] > bucket_start(now, config)
+    if record.changed_at <= now and not late_trials and not late_buckets:
+        return record
+    if late_trials:
+        trials = tuple((token, min(granted_at, now)) for token, granted_at in trials)
+    if late_buckets:
+        buckets = _window(record, config, now, None)
+    return replace(record, changed_at=min(record.changed_at, now), trials=trials, buckets=buckets)
+
+
+# -- admission ----------------------------------------------------------------
 
 
 def _live_trials(
@@ -107,9 +240,9 @@ def _live_trials(
     if record.state is not HALF_OPEN:
         return ()
     return tuple(
-        (token, min(granted_at, now))
+        (token, granted_at)
         for token, granted_at in record.trials
-        if _elapsed(granted_at, now) < config.trial_lease
+        if now - granted_at < config.trial_lease
     )
 
 
@@ -132,45 +265,44 @@ def admit(
             state=HALF_OPEN,
             generation=record.generation + 1,
             changed_at=now,
+            forced=False,
             successes=0,
-            failures=(),
+            trials=(),
         )
     else:
         trials = _live_trials(record, config, now)
         half_open = record
     if len(trials) >= config.half_open_max_calls:
         first_expiry = min(granted_at for _, granted_at in trials) + config.trial_lease
-        return Admission(False, record.generation, retry_after=max(first_expiry - now, 1e-3))
+        retry = min(max(first_expiry - now, 1e-3), HALF_OPEN_RETRY)
+        return Admission(False, record.generation, retry_after=retry, state=HALF_OPEN)
     token = new_token()
     granted = replace(half_open, version=record.version + 1, trials=(*trials, (token, now)))
     return Admission(True, granted.generation, token=token, record=granted)
 
 
-def settle(
+# -- outcomes -----------------------------------------------------------------
+
+
+def record_outcomes(
     record: BreakerRecord,
     config: CircuitBreakerConfig,
     now: float,
-    generation: int,
-    token: str | None,
-    outcome: Outcome,
+    tally: Tally,
+    trip: Trip | None = None,
 ) -> BreakerRecord | None:
-    """Apply a call's outcome; return the record to write, or ``None`` for no change.
+    """Merge closed-state counts into the window; open if a rule trips. ``None``: no change.
 
-    ``generation`` and ``token`` are the call's ``Admission``'s.
+    ``trip`` is the breaker's guarded call of ``config.trip`` (it never raises).
+    Counts of another generation, or that arrive while the breaker is not
+    closed, are stale: they change nothing.
     """
-    if record.generation != generation:
+    if not tally or record.state is not CLOSED or record.generation != tally.generation:
         return None
-    if token is not None:
-        return _settle_trial(record, config, now, token, outcome)
-    if record.state is not CLOSED or outcome is not Outcome.FAILURE:
-        return None
-    # A failure counts while less than window_size has elapsed since it
-    # (one stored in the future has elapsed 0): exactly the times after cutoff.
-    cutoff = now - config.window_size
-    failures = [t for t in record.failures if t > cutoff]
-    failures.append(now)
-    if len(failures) >= config.failure_threshold:
-        return _opened(record, config, now, openings=1)
+    buckets = _window(record, config, now, tally)
+    streak = tally.streak if tally.reset_streak else record.consecutive_failures + tally.streak
+    if _trips(config, buckets, streak, trip):
+        return _opened(record, config, now, 1, buckets, streak)
     # Built field by field: this runs for every failure, and replace() is slow.
     return BreakerRecord(
         state=CLOSED,
@@ -178,25 +310,128 @@ def settle(
         generation=record.generation,
         changed_at=record.changed_at,
         openings=record.openings,
-        failures=tuple(failures),
+        window_size=config.window_size,
+        buckets=buckets,
+        consecutive_failures=streak,
     )
 
 
-def _settle_trial(
+def _trips(
+    config: CircuitBreakerConfig,
+    buckets: tuple[Bucket, ...],
+    streak: int,
+    trip: Trip | None,
+) -> bool:
+    """Whether any rule that is set is met by the window ``buckets`` and ``streak``."""
+    if config.consecutive_failures is not None and streak >= config.consecutive_failures:
+        return True
+    if len(buckets) == 1:
+        _, calls, failures, slow = buckets[0]
+    else:
+        calls = failures = slow = 0
+        for _, bucket_calls, bucket_failures, bucket_slow in buckets:
+            calls += bucket_calls
+            failures += bucket_failures
+            slow += bucket_slow
+    if config.failure_threshold is not None and failures >= config.failure_threshold:
+        return True
+    if calls >= config.minimum_calls:
+        rate = config.failure_rate_threshold
+        if rate is not None and failures >= rate * calls:
+            return True
+        rate = config.slow_call_rate_threshold
+        if rate is not None and slow >= rate * calls:
+            return True
+    if trip is None:
+        return False
+    return trip(
+        WindowStats(
+            calls=calls,
+            failures=failures,
+            slow_calls=slow,
+            consecutive_failures=streak,
+            failure_rate=failures / calls if calls else 0.0,
+        )
+    )
+
+
+def _window(
+    record: BreakerRecord, config: CircuitBreakerConfig, now: float, tally: Tally | None
+) -> tuple[Bucket, ...]:
+    """The record's buckets still in the window at ``now``, with ``tally`` added."""
+    width = config.window_size / WINDOW_BUCKETS
+    index = now // width
+    current = index * width
+    cutoff = (index - (WINDOW_BUCKETS - 1)) * width
+    kept = record.buckets
+    aligned = record.window_size == config.window_size
+    if kept and kept[0][0] < cutoff:
+        kept = tuple(bucket for bucket in kept if bucket[0] >= cutoff)
+    if (
+        tally is not None
+        and aligned
+        and len(tally.buckets) == 1
+        and (not kept or kept[-1][0] <= current)
+    ):
+        # The common case, written out: one outcome's bucket added to the newest.
+        ((start, (calls, failures, slow)),) = tally.buckets.items()
+        if cutoff <= start <= current:
+            if kept and kept[-1][0] == start:
+                _, old_calls, old_failures, old_slow = kept[-1]
+                return (
+                    *kept[:-1],
+                    (start, old_calls + calls, old_failures + failures, old_slow + slow),
+                )
+            if not kept or kept[-1][0] < start:
+                return (*kept, (start, calls, failures, slow))
+    merged: dict[float, list[int]] = {}
+    items: list[tuple[float, int, int, int]] = list(kept)
+    if tally is not None:
+        items.extend((start, *counts) for start, counts in tally.buckets.items())  # type: ignore[misc]
+    for start, calls, failures, slow in items:
+        if not aligned:
+            # Counted for another window_size (or by release 0.1): put each
+            # count in the bucket its time falls in today.
+            start = (start // width) * width
+        if start < cutoff:
+            continue
+        start = min(start, current)  # a count from the future counts as now
+        counts = merged.get(start)
+        if counts is None:
+            merged[start] = [calls, failures, slow]
+        else:
+            counts[0] += calls
+            counts[1] += failures
+            counts[2] += slow
+    return tuple((start, *merged[start]) for start in sorted(merged))  # type: ignore[misc]
+
+
+def settle(
     record: BreakerRecord,
     config: CircuitBreakerConfig,
     now: float,
+    generation: int,
     token: str,
     outcome: Outcome,
+    slow: bool = False,
 ) -> BreakerRecord | None:
-    if record.state is not HALF_OPEN or all(t != token for t, _ in record.trials):
+    """Apply a trial call's outcome; return the record to write, or ``None`` for no change.
+
+    ``generation`` and ``token`` are the call's ``Admission``'s. A slow trial
+    counts as a failed one when a slow-call rule is set.
+    """
+    if record.generation != generation or record.state is not HALF_OPEN:
+        return None
+    if all(held != token for held, _ in record.trials):
         return None
     live = _live_trials(record, config, now)
     others = tuple(trial for trial in live if trial[0] != token)
     if len(others) == len(live):  # the lease expired: the report is neutral
         outcome = Outcome.NEUTRAL
+    elif slow and outcome is Outcome.SUCCESS and config.slow_call_rate_threshold is not None:
+        outcome = Outcome.FAILURE
     if outcome is Outcome.FAILURE:
-        return _opened(record, config, now, openings=record.openings + 1)
+        return _opened(record, config, now, record.openings + 1)
     successes = record.successes + (outcome is Outcome.SUCCESS)
     if successes >= config.success_threshold:
         return _closed(record, now)
@@ -204,15 +439,25 @@ def _settle_trial(
 
 
 def _opened(
-    record: BreakerRecord, config: CircuitBreakerConfig, now: float, openings: int
+    record: BreakerRecord,
+    config: CircuitBreakerConfig,
+    now: float,
+    openings: int,
+    buckets: tuple[Bucket, ...] | None = None,
+    streak: int | None = None,
+    duration: float | None = None,
 ) -> BreakerRecord:
+    """The record opened at ``now``; the window stays, for whoever looks at it."""
     return BreakerRecord(
         state=OPEN,
         version=record.version + 1,
         generation=record.generation + 1,
         changed_at=now,
-        open_duration=config.open_duration(openings),
+        open_duration=config.open_duration(openings) if duration is None else duration,
         openings=openings,
+        window_size=record.window_size if buckets is None else config.window_size,
+        buckets=record.buckets if buckets is None else buckets,
+        consecutive_failures=record.consecutive_failures if streak is None else streak,
     )
 
 
@@ -225,18 +470,46 @@ def _closed(record: BreakerRecord, now: float) -> BreakerRecord:
     )
 
 
+# -- administration -----------------------------------------------------------
+
+
 def reset(record: BreakerRecord, now: float) -> BreakerRecord:
-    """Close the breaker and clear its history (a state change, even from closed)."""
+    """Close the breaker and clear its window (a state change, even from closed)."""
     return _closed(record, now)
 
 
 def force_open(record: BreakerRecord, now: float) -> BreakerRecord:
     """Open the breaker until ``reset`` (a state change, even from open)."""
-    return BreakerRecord(
-        state=OPEN,
-        version=record.version + 1,
-        generation=record.generation + 1,
-        changed_at=now,
-        forced=True,
-        openings=record.openings,
+    return replace(
+        _opened(record, _NO_BACKOFF, now, record.openings, duration=math.inf), forced=True
     )
+
+
+def open_for(
+    record: BreakerRecord,
+    config: CircuitBreakerConfig,
+    now: float,
+    seconds: float,
+    tally: Tally | None = None,
+    *,
+    extend_only: bool = False,
+) -> BreakerRecord | None:
+    """Open the breaker for ``seconds`` from ``now`` (then half-open as usual).
+
+    ``tally``'s counts join the window first, when they are current.
+    ``extend_only`` (a dependency's ``Retry-After``): leave an open period
+    that already lasts at least that long as it is, returning ``None``.
+    """
+    if extend_only and record.state is OPEN:
+        remaining = time_until_retry(record, config, now)
+        if remaining >= seconds:
+            return None
+    buckets = streak = None
+    if tally and record.state is CLOSED and record.generation == tally.generation:
+        buckets = _window(record, config, now, tally)
+        streak = tally.streak if tally.reset_streak else record.consecutive_failures + tally.streak
+    return _opened(record, config, now, record.openings, buckets, streak, duration=seconds)
+
+
+# Any valid config serves where the opening's duration is given.
+_NO_BACKOFF = CircuitBreakerConfig()

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["CircuitState", "CircuitStats", "StateChange"]
+__all__ = ["CallEvent", "CircuitState", "CircuitStats", "StateChange", "WindowStats"]
 
 
 class CircuitState(enum.StrEnum):
     """The state of a circuit breaker."""
 
     CLOSED = "closed"
-    """Calls pass; failures are counted."""
+    """Calls pass; their outcomes are counted."""
     OPEN = "open"
-    """Calls are rejected until ``timeout`` has passed (or until reset when forced)."""
+    """Calls are rejected until the open period has passed (or until reset when forced)."""
     HALF_OPEN = "half_open"
     """A limited number of trial calls probe whether the dependency recovered."""
 
@@ -27,7 +28,7 @@ class StateChange:
     old_state: CircuitState
     new_state: CircuitState
     at: float
-    """The breaker clock's time when the change was seen."""
+    """The breaker clock's time when the change was seen (never earlier than the last one's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,41 @@ class CircuitStats:
     successful_calls: int
     failed_calls: int
     rejected_calls: int
-    """Calls refused with ``CircuitBreakerOpenError``; their code did not run."""
+    """Calls refused with ``CircuitBreakerOpenError`` (in shadow mode: that would have been)."""
     state_changes: int
     """State changes this breaker object saw, time-driven ones included."""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """The shared window's numbers, as the storage holds them for every process.
+
+    ``calls`` counts the calls that ended as a success or a failure within
+    ``window_size`` (neutral ones do not count); ``failure_rate`` is
+    ``failures / calls``, 0.0 when there were no calls.
+    """
+
+    calls: int
+    failures: int
+    slow_calls: int
+    consecutive_failures: int
+    """Failures with no success between them, in the order the storage received them."""
+    failure_rate: float
+
+
+CallOutcome = Literal["success", "failure", "neutral", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """One guarded call as seen by this breaker object, as given to call listeners."""
+
+    name: str
+    outcome: CallOutcome
+    """``"success"``, ``"failure"``, ``"neutral"`` or ``"rejected"`` (refused; it did not run)."""
+    duration: float
+    """Seconds the guarded code ran, by the breaker's clock (0.0 for a rejected call)."""
+    slow: bool
+    """Whether it ran longer than ``slow_call_duration``."""
+    at: float
+    """The breaker clock's time when the call ended (or was refused)."""

@@ -10,12 +10,16 @@ from typing import Any, Protocol, Self, runtime_checkable
 
 from .._state import CircuitState
 
-__all__ = ["INITIAL_RECORD", "BreakerRecord", "Storage", "Trial"]
+__all__ = ["INITIAL_RECORD", "BreakerRecord", "Bucket", "Storage", "Trial"]
 
 Trial = tuple[str, float]
 """A half-open trial permit: its token and the time it was granted."""
 
-_RECORD_FORMAT = 1
+Bucket = tuple[float, int, int, int]
+"""Counts of one slice of the window: its start time, calls, failures and slow calls."""
+
+_RECORD_FORMAT = 2
+"""The layout ``to_dict()`` writes; ``from_dict()`` also reads format 1 (release 0.1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +29,8 @@ class BreakerRecord:
     A storage keeps it as it is and knows nothing of its meaning; every rule
     that reads or changes it lives in ``anybreaker._machine``. Times are the
     breaker clock's (wall-clock seconds), so they mean the same thing to
-    another process and after a restart.
+    another process and after a restart. Its size is bounded: the window is
+    kept as counts in at most a few buckets, whatever the traffic.
     """
 
     state: CircuitState = CircuitState.CLOSED
@@ -36,13 +41,17 @@ class BreakerRecord:
     changed_at: float = 0.0
     """When the state last changed (for OPEN: when it opened)."""
     open_duration: float = 0.0
-    """For OPEN: seconds it stays open (``timeout`` after back-off)."""
+    """For OPEN: seconds it stays open (``math.inf``: until reset)."""
     openings: int = 0
     """Consecutive openings without closing in between (drives back-off)."""
     forced: bool = False
     """Forced open by ``force_open()``: open until ``reset()``."""
-    failures: tuple[float, ...] = ()
-    """For CLOSED: times of the recent failures, oldest first."""
+    window_size: float = 0.0
+    """The ``window_size`` the buckets were counted for (0.0 before any count)."""
+    buckets: tuple[Bucket, ...] = ()
+    """The window's counts, oldest bucket first: ``(start, calls, failures, slow_calls)``."""
+    consecutive_failures: int = 0
+    """Failures with no success between them, in the order writes reached the storage."""
     successes: int = 0
     """For HALF_OPEN: successful trial calls so far."""
     trials: tuple[Trial, ...] = ()
@@ -59,30 +68,53 @@ class BreakerRecord:
             "open_duration": self.open_duration,
             "openings": self.openings,
             "forced": self.forced,
-            "failures": list(self.failures),
+            "window_size": self.window_size,
+            "buckets": [list(bucket) for bucket in self.buckets],
+            "consecutive_failures": self.consecutive_failures,
             "successes": self.successes,
             "trials": [[token, granted_at] for token, granted_at in self.trials],
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BreakerRecord:
-        """Rebuild a record from ``to_dict()``'s output; ``ValueError`` if malformed."""
+        """Rebuild a record from ``to_dict()``'s output; ``ValueError`` if malformed.
+
+        A record written by release 0.1 (format 1, failure times) reads as
+        one failure per bucket, so that its failures keep counting.
+        """
         try:
-            if data.get("format", _RECORD_FORMAT) != _RECORD_FORMAT:
-                raise ValueError(f"unknown record format {data.get('format')!r}")
+            form = data.get("format", 1)
+            if form not in (1, _RECORD_FORMAT) or isinstance(form, bool):
+                raise ValueError(f"unknown record format {form!r}")
+            if form == 1:
+                buckets = tuple(
+                    (_time(t), 1, 1, 0) for t in sorted(_float(t) for t in data.get("failures", ()))
+                )
+                streak = len(buckets)
+                window_size = 0.0
+            else:
+                buckets = tuple(_bucket(bucket) for bucket in data.get("buckets", ()))
+                streak = _count(data.get("consecutive_failures", 0))
+                window_size = _time(data.get("window_size", 0.0))
+                if window_size < 0:
+                    raise ValueError(f"window_size must be >= 0, got {window_size!r}")
+            open_duration = _float(data.get("open_duration", 0.0))
+            if open_duration < 0:
+                raise ValueError(f"open_duration must be >= 0, got {open_duration!r}")
             record = cls(
                 state=CircuitState(data["state"]),
-                version=_int(data["version"]),
-                generation=_int(data.get("generation", 0)),
-                changed_at=_float(data.get("changed_at", 0.0)),
-                open_duration=_float(data.get("open_duration", 0.0)),
-                openings=_int(data.get("openings", 0)),
+                version=_count(data["version"]),
+                generation=_count(data.get("generation", 0)),
+                changed_at=_time(data.get("changed_at", 0.0)),
+                open_duration=open_duration,
+                openings=_count(data.get("openings", 0)),
                 forced=_bool(data.get("forced", False)),
-                failures=tuple(_float(t) for t in data.get("failures", ())),
-                successes=_int(data.get("successes", 0)),
+                window_size=window_size,
+                buckets=buckets,
+                consecutive_failures=streak,
+                successes=_count(data.get("successes", 0)),
                 trials=tuple(
-                    (_str(token), _float(granted_at))
-                    for token, granted_at in data.get("trials", ())
+                    (_str(token), _time(granted_at)) for token, granted_at in data.get("trials", ())
                 ),
             )
         except (KeyError, TypeError, ValueError) as error:
@@ -96,12 +128,35 @@ def _int(value: Any) -> int:
     return value
 
 
+def _count(value: Any) -> int:
+    number = _int(value)
+    if number < 0:
+        raise ValueError(f"expected an int >= 0, got {value!r}")
+    return number
+
+
 def _float(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"expected a number, got {value!r}")
     if math.isnan(value):
         raise ValueError("expected a number, got NaN")
     return float(value)
+
+
+def _time(value: Any) -> float:
+    """A time or duration that must be finite: an infinite one would never pass."""
+    number = _float(value)
+    if math.isinf(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
+
+
+def _bucket(value: Any) -> Bucket:
+    start, calls, failures, slow = value
+    bucket = (_time(start), _count(calls), _count(failures), _count(slow))
+    if failures > calls or slow > calls:
+        raise ValueError(f"a bucket counts more failures or slow calls than calls: {value!r}")
+    return bucket
 
 
 def _bool(value: Any) -> bool:

@@ -473,9 +473,8 @@ class StorageTests:
                 group.start_soon(fail_once)
         observer = self._breaker(storage_under_test, clock, failure_threshold=threshold)
         assert await observer.get_state() is CircuitState.CLOSED
-        stored = await storage_under_test.get(_NAME)
-        assert stored is not None
-        assert len(stored.failures) == threshold - 1
+        window = await observer.get_window_stats()
+        assert (window.calls, window.failures) == (threshold - 1, threshold - 1)
         await fail_once()
         assert await observer.get_state() is CircuitState.OPEN
 
@@ -619,7 +618,9 @@ def _samples() -> list[BreakerRecord]:
             state=CircuitState.CLOSED,
             version=1,
             generation=1,
-            failures=(now - 50.5, now - 0.000001, now),
+            window_size=60.0,
+            buckets=((now - 54.0, 3, 1, 0), (now - 0.000001, 1, 1, 1), (now, 12, 0, 12)),
+            consecutive_failures=1,
         ),
         BreakerRecord(
             state=CircuitState.HALF_OPEN,
@@ -645,7 +646,9 @@ def _samples() -> list[BreakerRecord]:
             open_duration=86_400.000_001,
             openings=9,
             forced=False,
-            failures=tuple(now + index / 7 for index in range(200)),
+            window_size=1e-3 / 3,
+            buckets=tuple((now + index / 7, 2**40 + index, index, 0) for index in range(10)),
+            consecutive_failures=2**53 + 1,
             successes=2**31,
             trials=tuple((f"token-{index:04d}", now + index) for index in range(20)),
         ),

@@ -1,0 +1,240 @@
+"""What a breaker object knows: its cached record, and the changes it tells listeners.
+
+The cached record never goes back: a storage answer that arrives after a
+newer record was adopted is not adopted. Listeners hear the state changes
+the cached record shows, in the order it showed them, with times that
+never decrease, and only changes the machine can make.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final
+
+import anyio
+
+from . import _machine as machine
+from ._config import CircuitBreakerConfig
+from ._machine import Tally
+from ._state import CallEvent, CircuitState, StateChange
+from .storage._protocol import BreakerRecord, Storage
+
+if TYPE_CHECKING:
+    from ._access import Outage
+
+__all__ = ["BreakerCore", "CallListener", "Extra", "Listener", "logger"]
+
+logger: Final = logging.getLogger("anybreaker")
+
+Listener = Callable[[StateChange], Awaitable[None] | None]
+CallListener = Callable[[CallEvent], object]
+
+_CLOSED: Final = CircuitState.CLOSED
+_OPEN: Final = CircuitState.OPEN
+_HALF_OPEN: Final = CircuitState.HALF_OPEN
+
+
+class Extra:
+    """What only some breakers need, kept apart so that an idle breaker stays small."""
+
+    __slots__ = (
+        "adopted_at",
+        "call_listeners",
+        "changes",
+        "delivering",
+        "failed",
+        "flush_due",
+        "held",
+        "last_change_at",
+        "listeners",
+        "lock",
+        "neutral",
+        "ops",
+        "outage",
+        "per_call",
+        "state_changes",
+        "tags",
+        "tally",
+    )
+
+    def __init__(self, generation: int) -> None:
+        self.failed = self.neutral = self.state_changes = 0
+        self.listeners: list[Listener] = []
+        self.call_listeners: list[CallListener] = []
+        self.per_call = False
+        """Every call carries a ticket (timed calls, call events, shadow mode)."""
+        self.tags: set[int] = set()
+        self.held: deque[tuple[int, str, float]] = deque()
+        self.lock: anyio.Lock | None = None
+        """Held while this object writes: outcomes arriving meanwhile join the next write."""
+        self.tally = Tally(generation)
+        """Outcomes of the current generation not written yet."""
+        self.flush_due = -float("inf")
+        self.outage: Outage | None = None
+        self.ops = 0
+        """Storage operations begun so far."""
+        self.adopted_at = 0
+        """``ops`` when the cached record was adopted: later operations see newer data."""
+        self.changes: deque[StateChange] = deque()
+        self.delivering = False
+        self.last_change_at = -float("inf")
+
+
+_NO_EXTRA: Final = Extra(0)
+
+
+class BreakerCore:
+    """The state every part of a breaker object shares; see ``CircuitBreaker``."""
+
+    __slots__ = (
+        "_clock",
+        "_config",
+        "_extra",
+        "_local",
+        "_name",
+        "_per_call",
+        "_read_at",
+        "_record",
+        "_rejected",
+        "_seen",
+        "_staleness",
+        "_storage",
+        "_succeeded",
+        "_unsent",
+        "_unsent_start",
+        "_unsent_until",
+        "_untagged",
+    )
+
+    _name: str
+    _config: CircuitBreakerConfig
+    _storage: Storage
+    _clock: Callable[[], float]
+    _staleness: float
+    _local: dict[str, BreakerRecord] | None
+    """A MemoryStorage's dict, read directly: the cheapest freshness check there is."""
+    _record: BreakerRecord
+    """The last record adopted, rebased to this process's clock."""
+    _read_at: float
+    """The clock's time when ``_record`` was last known to be current."""
+    _seen: CircuitState
+    """The state the listeners last heard of."""
+    _per_call: bool
+    """Whether calls entered with ``async with`` must carry a ticket (see ``__aenter__``)."""
+    _untagged: int
+    """Calls running that carry no ticket: they belong to the current generation."""
+    _succeeded: int
+    _rejected: int
+    _unsent: int
+    """Successes counted in the bucket at ``_unsent_start`` and not yet in the tally."""
+    _unsent_start: float
+    _unsent_until: float
+    """Until then, a success only adds to ``_unsent`` (its bucket's end, or a flush)."""
+    _extra: Extra | None
+
+    def _more(self) -> Extra:
+        extra = self._extra
+        if extra is None:
+            extra = self._extra = Extra(self._record.generation)
+        return extra
+
+    def _begin(self) -> int:
+        """Number a storage operation as it begins."""
+        extra = self._more()
+        extra.ops += 1
+        return extra.ops
+
+    def _adopt(
+        self, record: BreakerRecord, now: float, begun: int, *, force: bool = False
+    ) -> BreakerRecord:
+        """Cache ``record``, read or written by the operation numbered ``begun``.
+
+        Return what is cached afterwards. An answer older than the cached
+        record (a lower version, from an operation begun before the cached
+        record was adopted) is ignored; the same version keeps the cached
+        object, which may have been rebased. ``force``: the storage answers
+        again after an outage, and its record wins over the local one.
+        """
+        extra = self._more()
+        current = self._record
+        if not force:
+            if record.version == current.version:
+                if begun > extra.adopted_at and now > self._read_at:
+                    self._read_at = now
+                return current
+            if record.version < current.version and begun <= extra.adopted_at:
+                return current
+        record = machine.rebase(record, self._config, now)
+        if record.generation != current.generation:
+            # Outcomes of calls begun before this change no longer count.
+            if self._untagged:
+                self._per_call = True
+            if extra.tally:
+                extra.tally = Tally(record.generation)
+            else:
+                extra.tally.generation = record.generation
+            self._unsent = 0
+        self._record = record
+        self._read_at = now
+        extra.adopted_at = extra.ops
+        self._notice(now)
+        return record
+
+    def _notice(self, now: float) -> None:
+        """Note the state the cached record shows now; queue the change for listeners."""
+        state = machine.view(self._record, self._config, now)
+        old = self._seen
+        if old is state:
+            return
+        self._seen = state
+        extra = self._more()
+        steps: tuple[tuple[CircuitState, CircuitState], ...]
+        if old is _CLOSED and state is _HALF_OPEN:
+            # It opened, and its open period passed, between two reads.
+            steps = ((_CLOSED, _OPEN), (_OPEN, _HALF_OPEN))
+        else:
+            steps = ((old, state),)
+        at = max(now, extra.last_change_at)
+        extra.last_change_at = at
+        for before, after in steps:
+            extra.state_changes += 1
+            logger.info("circuit %r: %s -> %s", self._name, before.value, after.value)
+            if extra.listeners:
+                extra.changes.append(StateChange(self._name, before, after, at))
+
+    async def _deliver(self) -> None:
+        """Tell listeners the queued changes, in order, one task at a time.
+
+        Runs outside any lock or shield: a slow listener delays only the
+        task that delivers, never a storage write, and cancelling that task
+        leaves the rest of the queue to the next one.
+        """
+        extra = self._extra
+        if extra is None or not extra.changes or extra.delivering:
+            return
+        extra.delivering = True
+        try:
+            while extra.changes:
+                change = extra.changes.popleft()
+                for listener in list(extra.listeners):
+                    try:
+                        result = listener(change)
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception:
+                        logger.exception(
+                            "circuit %r: state change listener %r raised", self._name, listener
+                        )
+        finally:
+            extra.delivering = False
+
+    def _emit(self, event: CallEvent) -> None:
+        """Give a call event to every call listener; one that raises is logged."""
+        for listener in self._more().call_listeners:
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("circuit %r: call listener %r raised", self._name, listener)

@@ -1,0 +1,260 @@
+"""The outcome path: calls' outcomes counted, batched and written to the storage.
+
+Outcomes are the contended path: an outage is many tasks in many processes
+failing at once. So:
+
+- Outcomes are counts in the window's buckets (a ``Tally``), never a list.
+- Each breaker object writes one record at a time; outcomes that arrive
+  while a write is in flight join the next one (group commit), so a failing
+  call waits for at most the write in flight and its own.
+- A compare-and-set conflict re-reads and re-applies the counts; counts
+  that could not be written (conflicts beyond ``storage_timeout``, a failing
+  storage under "allow" or "reject") stay pending for the next write. Only
+  counts that became stale (their generation ended) are dropped.
+- A closed-state success takes no lock and does no I/O: it is counted, and
+  joins the next write, or a flush made at most every ``FLUSH_INTERVAL``
+  seconds by a later call. A failure, or a slow call when a rule counts
+  them, is written at once: the call that crosses a threshold opens the
+  breaker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from typing import Final
+
+import anyio
+
+from . import _machine as machine
+from ._access import Refused, StorageAccess
+from ._core import logger
+from ._errors import RetryAfter, StorageError
+from ._machine import Outcome, Tally
+from ._state import CallEvent, WindowStats
+from .storage._protocol import BreakerRecord
+
+__all__ = ["FLUSH_INTERVAL", "Change", "OutcomeRecorder"]
+
+FLUSH_INTERVAL: Final = 1.0
+"""At most this many seconds pass before a counted success is written (by a later call)."""
+
+Change = Callable[[BreakerRecord, float, Tally | None], BreakerRecord | None]
+"""A write: the record to store given the current one, the time and the pending counts."""
+
+
+class OutcomeRecorder(StorageAccess):
+    """Counting outcomes and writing them: the write path of ``CircuitBreaker``."""
+
+    __slots__ = ()
+
+    def _classify(self, exc: BaseException | None) -> Outcome:
+        if exc is None:
+            return Outcome.SUCCESS
+        if not isinstance(exc, Exception) or isinstance(exc, self._config.ignored_exceptions):
+            return Outcome.NEUTRAL
+        is_failure = self._config.is_failure
+        if is_failure is None:
+            return Outcome.FAILURE
+        try:
+            return Outcome.FAILURE if is_failure(exc) else Outcome.SUCCESS
+        except Exception:
+            logger.exception(
+                "circuit %r: is_failure raised on %r; counting a failure", self._name, exc
+            )
+            return Outcome.FAILURE
+
+    async def _finish(
+        self,
+        generation: int,
+        token: str | None,
+        exc: BaseException | None,
+        started: float | None,
+        *,
+        outcome: Outcome | None = None,
+    ) -> None:
+        """Count how a call ended, and write what it changes.
+
+        ``generation`` and ``token`` are the call's admission's (generation
+        -1: a call that counts only in this object's stats); ``started``:
+        when it began, if it was timed; ``outcome``: decided by the caller.
+        """
+        now = self._clock()
+        if outcome is None:
+            outcome = self._classify(exc)
+        duration = 0.0 if started is None else now - started
+        slow_after = self._config.slow_call_duration
+        slow = slow_after is not None and duration > slow_after
+        self._count(outcome)
+        extra = self._more()
+        if extra.call_listeners:
+            self._emit(CallEvent(self._name, outcome.value, duration, slow, now))
+        config = self._config
+        try:
+            if isinstance(exc, RetryAfter):
+                seconds = exc.seconds
+                if token is None and generation == self._record.generation:
+                    self._tally().add(machine.bucket_start(now, config), outcome, slow)
+
+                def retry_after(
+                    record: BreakerRecord, now: float, tally: Tally | None
+                ) -> BreakerRecord | None:
+                    return machine.open_for(record, config, now, seconds, tally, extend_only=True)
+
+                await self._write(retry_after, with_tally=True)
+            elif token is not None:
+
+                def trial(
+                    record: BreakerRecord, now: float, tally: Tally | None
+                ) -> BreakerRecord | None:
+                    return machine.settle(record, config, now, generation, token, outcome, slow)
+
+                await self._write(trial)
+            elif generation != self._record.generation or outcome is Outcome.NEUTRAL:
+                pass  # stale, or counted nowhere but in this object's stats
+            elif outcome is Outcome.SUCCESS and not (slow and self._slow_calls_trip()):
+                if self._unsent_start <= now < self._unsent_until:
+                    self._unsent += 1
+                else:
+                    await self._success_slowly(now)
+            else:
+                self._tally().add(machine.bucket_start(now, config), outcome, slow)
+                await self._commit()
+        except Refused:
+            pass  # "allow" and "reject": the counts stay pending
+        except StorageError as error:
+            if exc is not None:
+                error.add_note(f"raised while recording the outcome of the guarded call: {exc!r}")
+            raise
+        await self._deliver()
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome is Outcome.SUCCESS:
+            self._succeeded += 1
+        elif outcome is Outcome.FAILURE:
+            self._more().failed += 1
+        else:
+            self._more().neutral += 1
+
+    def _slow_calls_trip(self) -> bool:
+        """Whether a slow call can trip a rule, and so is written at once."""
+        return self._config.slow_call_rate_threshold is not None or self._config.trip is not None
+
+    def _tally(self) -> Tally:
+        """The pending counts, with the successes counted so far filed in."""
+        tally = self._more().tally
+        if self._unsent:
+            tally.add(self._unsent_start, Outcome.SUCCESS, count=self._unsent)
+            self._unsent = 0
+        return tally
+
+    async def _success_slowly(self, now: float) -> None:
+        """Count a success at a bucket's end or a flush's time: file, maybe write."""
+        extra = self._more()
+        self._tally()
+        start = machine.bucket_start(now, self._config)
+        self._unsent = 1
+        self._unsent_start = start
+        if extra.flush_due == -math.inf or extra.flush_due > now + FLUSH_INTERVAL:
+            # The first success, or the clock stepped back: flush one interval from now.
+            extra.flush_due = now + FLUSH_INTERVAL
+        due = now >= extra.flush_due
+        if due:
+            extra.flush_due = now + FLUSH_INTERVAL
+        self._unsent_until = min(start + self._config.bucket_width, extra.flush_due)
+        if due:
+            with contextlib.suppress(Refused):
+                await self._commit()
+
+    async def _commit(self) -> None:
+        """Write the pending counts; outcomes arriving meanwhile join the next write."""
+        config = self._config
+        trip = self._trip()
+
+        def outcomes(
+            record: BreakerRecord, now: float, tally: Tally | None
+        ) -> BreakerRecord | None:
+            assert tally is not None
+            return machine.record_outcomes(record, config, now, tally, trip)
+
+        await self._write(outcomes, with_tally=True, grouped=True)
+
+    async def _write(
+        self, change: Change, *, with_tally: bool = False, grouped: bool = False
+    ) -> bool:
+        """Apply ``change`` with compare-and-set, one write of this object at a time.
+
+        ``with_tally``: the pending counts go with it. ``grouped``: a write
+        of the pending counts alone, skipped when an earlier write carried
+        them. Returns whether the write was made (or was not needed).
+        Shielded from cancellation: a trial permit taken is also given back,
+        and counts taken are not lost half-way.
+        """
+        if self._local is not None:  # a MemoryStorage never waits: nothing can interleave
+            return await self._store(change, with_tally)
+        extra = self._more()
+        if extra.lock is None:
+            extra.lock = anyio.Lock()
+        with anyio.CancelScope(shield=True):
+            async with extra.lock:
+                if grouped and not extra.tally and not self._unsent:
+                    return True
+                return await self._store(change, with_tally)
+        raise AssertionError("unreachable: the shield and the lock swallow nothing")
+
+    async def _store(self, change: Change, with_tally: bool) -> bool:
+        """The compare-and-set loop of one write; ``False`` if conflicts outlasted it."""
+        extra = self._more()
+        now = self._clock()
+        tally: Tally | None = None
+        if with_tally:
+            tally = self._tally()
+            extra.tally = Tally(self._record.generation)
+        record = self._record
+        try:
+            for _ in self._attempts():
+                new = change(record, now, tally)
+                if new is None:
+                    tally = None  # stale counts, or nothing to change
+                    return True
+                basis = await self._swap(record, new, now)
+                if basis is None:
+                    if tally and extra.outage is not None:
+                        extra.outage.keep(tally)
+                    tally = None
+                    return True
+                record = basis
+            logger.info(
+                "circuit %r: compare-and-set conflicts went on for longer than "
+                "storage_timeout=%s s; the counts stay pending for the next write",
+                self._name,
+                self._config.storage_timeout,
+            )
+            return False
+        finally:
+            if tally:
+                self._keep_pending(tally)
+
+    def _keep_pending(self, tally: Tally) -> None:
+        """Put counts that were not written back in front of the pending ones."""
+        extra = self._more()
+        if tally.generation == extra.tally.generation:
+            tally.merge(extra.tally)
+            extra.tally = tally
+
+    async def get_window_stats(self) -> WindowStats:
+        """Return the window's numbers as the storage holds them, for every process.
+
+        Writes this object's pending outcomes first, then reads. Raises
+        ``StorageError`` if the storage fails, unless ``on_storage_error`` is
+        "local": then, during the outage, it returns the local window.
+        """
+        try:
+            await self._commit()
+            now = self._clock()
+            record = await self._read(now)
+        except Refused as refusal:
+            raise refusal.error from refusal.error.__cause__
+        await self._deliver()
+        return machine.window_stats(record, self._config.window_size, now)
