@@ -136,6 +136,7 @@ async def demo(path: str | os.PathLike[str]) -> CircuitState:
             listeners=[changes],
         )
         state = await breaker.get_state()
+        changes.pending.clear()  # reading the stored state: told below, not a change
         print(f"Breaker {breaker.name!r} is kept in {os.fspath(path)}.")
         print("Its settings (fields of CircuitBreakerConfig):")
         width = max(len(setting) for setting, _ in SETTINGS)
