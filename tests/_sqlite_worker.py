@@ -15,6 +15,10 @@ Commands:
   exclusive marker file while it runs, to catch two trials at once.
 - ``hammer``: write to the breakers without end (failures, resets,
   openings), until killed.
+- ``serve``: answer storage requests, one per stdin line, each with one
+  line of JSON, until stdin closes: ``get NAME`` (``{"version": ...}``,
+  null when nothing is stored) and ``cas NAME EXPECTED VERSION``
+  (``{"stored": ...}``; EXPECTED ``none`` for nothing stored).
 - ``hold-lock``: take SQLite's lock on the file (``BEGIN IMMEDIATE`` or
   ``BEGIN EXCLUSIVE``) and hold it until stdin closes.
 """
@@ -35,6 +39,7 @@ from typing import Any
 import anyio
 
 from anybreaker import (
+    BreakerRecord,
     CircuitBreaker,
     CircuitBreakerOpenError,
     StateChange,
@@ -181,6 +186,26 @@ async def hammer(storage: SQLiteStorage, settings: dict[str, Any]) -> dict[str, 
     return {"writes": writes}
 
 
+async def serve(storage: SQLiteStorage, settings: dict[str, Any]) -> dict[str, Any]:
+    say("ready")
+    answered = 0
+    while True:
+        with anyio.fail_after(DEADLINE):
+            line = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        if not line:
+            return {"answered": answered}
+        request, name, *versions = line.split()
+        if request == "get":
+            stored = await storage.get(name)
+            say(json.dumps({"version": None if stored is None else stored.version}))
+        else:
+            expected = None if versions[0] == "none" else int(versions[0])
+            record = BreakerRecord(version=int(versions[1]), generation=int(versions[1]))
+            stored_it = await storage.compare_and_set(name, expected, record)
+            say(json.dumps({"stored": stored_it}))
+        answered += 1
+
+
 def hold_lock(settings: dict[str, Any]) -> dict[str, Any]:
     connection = sqlite3.connect(settings["path"], isolation_level=None, timeout=DEADLINE)
     connection.execute(f"BEGIN {settings['lock']}")
@@ -200,6 +225,7 @@ COMMANDS = {
     "fail": fail_together,
     "trials": trials,
     "hammer": hammer,
+    "serve": serve,
 }
 
 

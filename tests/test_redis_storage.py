@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import importlib
 import json
+import os
+import re
 import shutil
 import socket
 import subprocess
@@ -341,11 +343,37 @@ def test_repr_hides_the_password() -> None:
     assert "localhost:6379" in repr(store)
 
 
-async def test_use_without_async_with_says_how_to_open_it() -> None:
-    """Operations on a storage never entered raise a StorageError naming `async with`."""
+async def test_use_without_async_with_is_a_runtime_error_naming_async_with() -> None:
+    """Operations on a storage never entered raise RuntimeError (not StorageError)."""
     store = RedisStorage(redis_url())
-    with pytest.raises(StorageError, match="async with"):
-        await store.get("api")
+    for operation in (
+        store.get("api"),
+        store.compare_and_set("api", None, record(1)),
+        store.delete("api"),
+        store.names(),
+    ):
+        with pytest.raises(RuntimeError, match=r"async with RedisStorage\(") as caught:
+            await operation
+        assert not isinstance(caught.value, StorageError)
+    await store.aclose()
+
+
+@pytest.mark.parametrize("policy", ["local", "allow", "reject", "raise"])
+async def test_a_breaker_on_a_storage_never_entered_raises_whatever_its_policy(
+    policy: str,
+) -> None:
+    """Forgetting `async with` is a coding mistake, not an outage: no policy hides it."""
+    store = RedisStorage(redis_url())
+    breaker = CircuitBreaker("api", storage=store, on_storage_error=policy)
+    ran = False
+
+    async def dependency() -> None:
+        nonlocal ran
+        ran = True
+
+    with pytest.raises(RuntimeError, match="async with"):
+        await breaker.call(dependency)
+    assert not ran
     await store.aclose()
 
 
@@ -386,6 +414,162 @@ async def test_a_breaker_opens_for_every_process_through_redis(client: Any, pref
             async with one:
                 1 / 0  # noqa: B018
         assert await two.get_state() is CircuitState.OPEN
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("not a url", "not a Redis URL"),
+        ("http://127.0.0.1:6379/0", "not a Redis URL"),
+        ("redis://:99999", "no host"),
+        ("redis://", "no host"),
+        ("unix://", "no socket path"),
+        ("redis://127.0.0.1:99999/9", "port '99999' is not a number from 1 to 65535"),
+        ("redis://127.0.0.1:0/9", "port '0' is not a number from 1 to 65535"),
+        ("redis://127.0.0.1:port/9", "port 'port' is not a number from 1 to 65535"),
+        ("redis://127.0.0.1:6379/abc", "database 'abc' is not a non-negative integer"),
+        ("redis://127.0.0.1:6379/-1", "database '-1' is not a non-negative integer"),
+        ("redis://127.0.0.1:6379/0/1", "database '0/1' is not a non-negative integer"),
+        ("redis://127.0.0.1:6379?db=abc", "database 'abc' is not a non-negative integer"),
+        ("unix:///tmp/redis.sock?db=x", "database 'x' is not a non-negative integer"),
+        ("redis://127.0.0.1:6379/1?db=2", "gives the database twice"),
+        ("redis://127.0.0.1:6379/0#main", "no #fragment"),
+    ],
+)
+def test_a_bad_url_is_refused_at_construction(url: str, problem: str) -> None:
+    """A URL coredis would fail on (or misread) later is a ValueError naming it and why."""
+    with pytest.raises(ValueError, match=re.escape(problem)) as caught:
+        RedisStorage(url)
+    assert repr(url) in str(caught.value)
+
+
+def test_a_bad_url_is_refused_without_showing_its_password() -> None:
+    """The ValueError for a bad URL hides the password, as repr does."""
+    with pytest.raises(ValueError, match="port") as caught:
+        RedisStorage("redis://user:s3cret@127.0.0.1:99999/0")
+    assert "s3cret" not in str(caught.value)
+    assert "redis://user:***@127.0.0.1:99999/0" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1",
+        "redis://127.0.0.1:6379/",
+        "redis://127.0.0.1:6379/15",
+        "redis://127.0.0.1:6379?db=3",
+        "rediss://user:password@[::1]:6380/2",
+        "unix:///run/redis.sock?db=1",
+    ],
+)
+def test_good_urls_are_accepted(url: str) -> None:
+    """Host, port, database and unix sockets in their usual spellings are accepted."""
+    assert repr(RedisStorage(url)).startswith("<RedisStorage ")
+
+
+async def test_an_exception_coredis_did_not_expect_is_a_storage_error(prefix: str) -> None:
+    """Whatever a given client raises in an operation reaches the caller as StorageError."""
+    # A client made from a URL without a host fails every request with a
+    # bare AssertionError deep inside coredis.
+    client = coredis.Redis.from_url("redis://:6379/0")
+    async with RedisStorage(client, prefix=prefix) as store:
+        with anyio.fail_after(10):
+            for operation in (
+                store.get("api"),
+                store.compare_and_set("api", None, record(1)),
+                store.delete("api"),
+                store.names(),
+            ):
+                with pytest.raises(StorageError, match="AssertionError") as caught:
+                    await operation
+                assert isinstance(caught.value.__cause__, AssertionError)
+
+
+# -- what cannot be stored, and versions compared exactly ---------------------
+
+
+async def test_a_name_that_is_not_valid_unicode_is_a_storage_error(store: Any) -> None:
+    """A name with a lone surrogate is refused by every operation, naming it, storing nothing."""
+    name = "api-" + os.fsdecode(b"\xff")
+    for operation in (
+        store.get(name),
+        store.compare_and_set(name, None, record(1)),
+        store.delete(name),
+    ):
+        with pytest.raises(StorageError, match="cannot be stored") as caught:
+            await operation
+        assert repr(name) in str(caught.value)
+        assert isinstance(caught.value.__cause__, UnicodeEncodeError)
+    assert await store.names() == []
+
+
+BIG = 2**53
+"""The first integer above which doubles (cjson's numbers) skip integers."""
+
+
+def previous_release_json(stored: BreakerRecord) -> str:
+    """``stored`` as the previous release wrote it: format, state, then version first."""
+    data = stored.to_dict()
+    ordered = {"format": data["format"], "state": data["state"], "version": data["version"]}
+    return json.dumps({**ordered, **data}, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("layout", ["this release", "previous release"])
+async def test_versions_beyond_two_to_the_53_are_compared_exactly(
+    store: Any, client: Any, layout: str
+) -> None:
+    """A stale expected version one below a huge stored one is refused, not rounded equal."""
+    current = BreakerRecord(state=CircuitState.OPEN, version=BIG + 1, generation=3)
+    key = store.key("api")
+    if layout == "this release":
+        # No number of writes gets there: put it in this release's layout.
+        layout_json = json.dumps({"version": BIG + 1, **current.to_dict()}, separators=(",", ":"))
+        await client.set(key, layout_json)
+    else:
+        await client.set(key, previous_release_json(current))
+    assert await store.get("api") == current
+    assert not await store.compare_and_set("api", BIG, BreakerRecord(version=BIG + 1))
+    assert not await store.compare_and_set("api", BIG + 2, BreakerRecord(version=BIG + 3))
+    assert await store.get("api") == current
+    assert await store.compare_and_set("api", BIG + 1, BreakerRecord(version=BIG + 2))
+    assert await store.get("api") == BreakerRecord(version=BIG + 2)
+    # This release writes the version first, where the script reads it.
+    assert (await client.get(key)).startswith(f'{{"version":{BIG + 2},')
+    assert not await store.compare_and_set("api", BIG + 1, BreakerRecord(version=BIG + 2))
+    assert not await store.compare_and_set("api", BIG + 3, BreakerRecord(version=BIG + 4))
+
+
+async def test_a_record_of_the_previous_release_is_read_and_updated(
+    store: Any, client: Any
+) -> None:
+    """A record the previous release wrote reads back and takes the next write."""
+    old = BreakerRecord(state=CircuitState.OPEN, version=41, generation=5)
+    await client.set(store.key("api"), previous_release_json(old))
+    await client.sadd(f"{{{store.prefix}}}:names", ["api"])
+    assert await store.get("api") == old
+    assert not await store.compare_and_set("api", 40, BreakerRecord(version=41))
+    new = BreakerRecord(state=CircuitState.HALF_OPEN, version=42, generation=6)
+    assert await store.compare_and_set("api", 41, new)
+    assert await store.get("api") == new
+    assert await store.names() == ["api"]
+
+
+async def test_a_record_with_its_version_elsewhere_is_compared_exactly_or_refused(
+    store: Any, client: Any
+) -> None:
+    """A hand-written record: compared below 2**53, refused above, never rounded."""
+    key = store.key("api")
+    small = BreakerRecord(version=7)
+    await client.set(key, json.dumps({**small.to_dict(), "version": 7}, indent=1))
+    assert not await store.compare_and_set("api", 6, BreakerRecord(version=7))
+    assert await store.compare_and_set("api", 7, BreakerRecord(version=8))
+    assert await store.get("api") == BreakerRecord(version=8)
+
+    huge = json.dumps(BreakerRecord(version=BIG + 1).to_dict(), indent=1)
+    await client.set(key, huge)
+    with pytest.raises(StorageError, match="not a breaker record"):
+        await store.compare_and_set("api", BIG, BreakerRecord(version=BIG + 1))
+    assert await client.get(key) == huge
 
 
 def test_missing_coredis_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

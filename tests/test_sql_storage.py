@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -582,6 +582,217 @@ def test_missing_sqlalchemy_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert 'pip install "anybreaker[sqlite]"' in result.stdout
+
+
+# -- where a database can be kept ---------------------------------------------
+
+
+def sqlite_storages() -> dict[str, Callable[[Path], object]]:
+    """Every way to make a storage on a SQLite file path, by name."""
+    return {
+        "SQLiteStorage": lambda path: sql.SQLiteStorage(path),
+        "SQLiteStorage(str)": lambda path: sql.SQLiteStorage(str(path)),
+        "SQLAlchemyStorage": lambda path: sql.SQLAlchemyStorage(f"sqlite:///{path}"),
+        "storage_from_url": lambda path: storage_from_url(f"sqlite:///{path}"),
+    }
+
+
+@pytest.mark.parametrize("make", sqlite_storages())
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [
+        ("missing/breakers.db", "its directory '{directory}' does not exist"),
+        ("missing/deeper/breakers.db", "its directory '{directory}' does not exist"),
+        ("a-file/breakers.db", "'{directory}' is not a directory"),
+    ],
+)
+def test_a_path_no_database_can_be_kept_at_is_refused_at_construction(
+    tmp_path: Path, make: str, where: str, problem: str
+) -> None:
+    """A directory that is missing, or a file: ValueError naming the path, nothing created."""
+    (tmp_path / "a-file").write_text("notes\n")
+    before = sorted(tmp_path.rglob("*"))
+    path = tmp_path / where
+    with pytest.raises(ValueError, match="no SQLite database can be kept at") as caught:
+        sqlite_storages()[make](path)
+    message = str(caught.value)
+    assert repr(str(path)) in message
+    assert problem.format(directory=path.parent) in message
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_an_async_driver_url_on_a_missing_directory_is_refused_too(tmp_path: Path) -> None:
+    """sqlite+aiosqlite:// on a missing directory is refused as sqlite:// is."""
+    pytest.importorskip("aiosqlite", reason="needs anybreaker[aiosqlite]")
+    path = tmp_path / "missing" / "breakers.db"
+    with pytest.raises(ValueError, match="does not exist") as caught:
+        sql.SQLAlchemyStorage(f"sqlite+aiosqlite:///{path}")
+    assert repr(str(path)) in str(caught.value)
+
+
+async def test_a_memory_database_needs_no_directory() -> None:
+    """``:memory:`` (by path or URL) involves no file, and works."""
+    for storage in (sql.SQLiteStorage(":memory:"), storage_from_url("sqlite:///:memory:")):
+        async with storage:
+            assert await storage.compare_and_set("api", None, record(1))
+            assert await storage.get("api") == record(1)
+
+
+# Root writes wherever it likes: only another user sees a directory read-only.
+binds_permissions = pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="file permissions do not bind root"
+)
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Iterator[Path]:
+    """A directory the test may make read-only; made writable again for clean-up."""
+    made = tmp_path / "state"
+    made.mkdir()
+    try:
+        yield made
+    finally:
+        made.chmod(0o755)
+
+
+@binds_permissions
+def test_a_new_file_in_a_read_only_directory_is_refused_at_construction(directory: Path) -> None:
+    """Where the file does not exist and cannot be created, the storage is a ValueError."""
+    directory.chmod(0o555)
+    path = directory / "breakers.db"
+    with pytest.raises(ValueError, match="no SQLite database can be kept at") as caught:
+        storage_from_url(f"sqlite:///{path}")
+    message = str(caught.value)
+    assert repr(str(path)) in message
+    assert f"its directory {str(directory)!r} is not writable" in message
+
+
+@binds_permissions
+async def test_an_existing_database_in_a_read_only_directory_is_still_read(
+    directory: Path,
+) -> None:
+    """An existing database there is read; a write fails per operation, as StorageError."""
+    path = directory / "breakers.db"
+    # A rollback journal: reading needs no file beside the database.
+    async with sql.SQLiteStorage(path, journal_mode="delete") as storage:
+        assert await storage.compare_and_set("api", None, BreakerRecord(version=1))
+    await anyio.Path(directory).chmod(0o555)
+    async with sql.SQLiteStorage(path) as storage:
+        assert await storage.get("api") == BreakerRecord(version=1)
+        with pytest.raises(StorageError, match="writing 'api' to SQLite database") as caught:
+            await storage.compare_and_set("api", 1, BreakerRecord(version=2))
+        assert str(path) in str(caught.value)
+    assert [item.name async for item in anyio.Path(directory).iterdir()] == ["breakers.db"]
+
+
+# -- what no SQL database can store -------------------------------------------
+
+
+Behind = Callable[[str], None]
+"""Runs a statement (``{table}`` for the storage's table) on its database, behind its back."""
+
+
+@pytest.fixture(params=["sqlite", "sqlite+aiosqlite", "postgresql+psycopg", "postgresql+asyncpg"])
+async def sql_storage(
+    request: pytest.FixtureRequest, tmp_path: Path, anyio_backend: str
+) -> AsyncIterator[tuple[Any, Behind]]:
+    """Each SQL storage (by driver), empty, with a way to change its table behind its back."""
+    kind: str = request.param
+    backend, _, driver = kind.partition("+")
+    if driver in ("aiosqlite", "asyncpg"):
+        pytest.importorskip(driver, reason=f"needs {driver}")
+        if anyio_backend == "trio":
+            pytest.skip(f"SQLAlchemy's async engine over {driver} needs asyncio")
+    if backend == "sqlite":
+        path = tmp_path / "breakers.db"
+
+        def behind_sqlite(statement: str) -> None:
+            run_sql(path, statement.format(table=TABLE))
+
+        made = sql.SQLAlchemyStorage(f"{kind}:///{path}", staleness=0)
+        async with made as storage:
+            yield storage, behind_sqlite
+        return
+    engine = postgres_engine()
+    table = unique_name("breakers")
+
+    def behind_postgresql(statement: str) -> None:
+        with engine.connect() as connection:
+            connection.execute(sa.text(statement.format(table=table)))
+
+    try:
+        async with sql.SQLAlchemyStorage(postgres_url(driver), table=table) as storage:
+            try:
+                yield storage, behind_postgresql
+            finally:
+                await sql.drop_table(storage)
+    finally:
+        engine.dispose()
+
+
+async def test_a_version_at_the_top_of_its_column_is_a_storage_error_naming_it(
+    sql_storage: tuple[Any, Behind],
+) -> None:
+    """A corrupt row at version 2**63 - 1: the next write is a StorageError that says so."""
+    storage, behind = sql_storage
+    top = 2**63 - 1
+    assert await storage.compare_and_set("api", None, BreakerRecord(version=1))
+    behind(f"UPDATE {{table}} SET version = {top} WHERE name = 'api'")
+    assert await storage.get("api") == BreakerRecord(version=top)
+    with pytest.raises(StorageError) as caught:
+        await storage.compare_and_set("api", top, BreakerRecord(version=top + 1))
+    message = str(caught.value)
+    assert message.startswith("writing 'api' to ")
+    assert f"version {top + 1}, the one after {top}, does not fit" in message
+    assert "the record is corrupt. Delete it" in message
+    assert await storage.get("api") == BreakerRecord(version=top)
+    # As the message says: deleting it lets the breaker start afresh.
+    await storage.delete("api")
+    assert await storage.compare_and_set("api", None, BreakerRecord(version=1))
+
+
+async def test_a_name_that_is_not_valid_unicode_is_a_storage_error_naming_it(
+    sql_storage: tuple[Any, Behind],
+) -> None:
+    """A name with a lone surrogate is refused by every operation, naming it; nothing is stored."""
+    storage, _ = sql_storage
+    name = "api-" + os.fsdecode(b"\xff")
+    for operation in (
+        storage.get(name),
+        storage.compare_and_set(name, None, BreakerRecord(version=1)),
+        storage.delete(name),
+    ):
+        with pytest.raises(StorageError, match="cannot be stored") as caught:
+            await operation
+        assert f"breaker name {name!r}" in str(caught.value)
+        assert isinstance(caught.value.__cause__, UnicodeEncodeError)
+    assert await storage.names() == []
+
+
+def test_making_a_sqlite_storage_imports_nothing(tmp_path: Path) -> None:
+    """Made from a path or a URL, a SQLite storage imports no module: the event loop never waits.
+
+    SQLAlchemy's asyncio extension (and its ORM) took a tenth of a second to
+    import, in the event loop when the storage was made there.
+    """
+    code = (
+        "import sys\n"
+        "import anybreaker.storage.sql as sql\n"
+        "from anybreaker import storage_from_url\n"
+        "before = set(sys.modules)\n"
+        "sql.SQLiteStorage(sys.argv[1])\n"
+        "storage_from_url('sqlite:///' + sys.argv[1])\n"
+        "sql.SQLAlchemyStorage('sqlite:///' + sys.argv[1])\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "breakers.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"
 
 
 # -- lifecycle --------------------------------------------------------------

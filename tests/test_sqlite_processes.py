@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
-from anybreaker import CircuitBreaker, CircuitState
+from anybreaker import BreakerRecord, CircuitBreaker, CircuitState
 
 sql = pytest.importorskip(
     "anybreaker.storage.sql", reason="needs anybreaker[sqlite]", exc_type=ImportError
@@ -57,6 +57,21 @@ def wait_for_line(child: subprocess.Popen[str], expected: str) -> None:
     child.kill()
     _, errors = child.communicate(timeout=WAIT)
     pytest.fail(f"worker did not say {expected!r}: {errors}")
+
+
+def ask(child: subprocess.Popen[str], request: str) -> Any:
+    """Send a ``serve`` worker one request; return its answer."""
+    assert child.stdin is not None
+    assert child.stdout is not None
+    child.stdin.write(request + "\n")
+    child.stdin.flush()
+    readable, _, _ = select.select([child.stdout], [], [], WAIT)
+    line = child.stdout.readline() if readable else ""
+    if not line:
+        child.kill()
+        _, errors = child.communicate(timeout=WAIT)
+        pytest.fail(f"worker did not answer {request!r}: {errors}")
+    return json.loads(line)
 
 
 def finish(child: subprocess.Popen[str]) -> dict[str, Any]:
@@ -190,6 +205,49 @@ def test_in_half_open_one_trial_runs_at_a_time_across_processes(tmp_path: Path) 
     record = stored(path, "model-api")
     assert record.state is CircuitState.HALF_OPEN
     assert record.trials == ()
+
+
+def test_a_process_that_read_and_closed_the_file_loses_no_later_write(tmp_path: Path) -> None:
+    """After another process reads the file and closes, a third sees the next write."""
+    path = tmp_path / "breakers.db"
+
+    async def create() -> None:
+        async with sql.SQLiteStorage(path) as storage:
+            assert await storage.compare_and_set("search-tool", None, BreakerRecord(version=1))
+
+    # The file and its tables exist: the writer reads (and so connects)
+    # before its first write checks the file and sets up.
+    anyio.run(create)
+    writer = start("serve", {"path": str(path), "runtime": "trio"})
+    others: list[subprocess.Popen[str]] = []
+    try:
+        wait_for_line(writer, "ready")
+        assert ask(writer, "get model-api") == {"version": None}
+        assert ask(writer, "cas model-api none 1") == {"stored": True}
+
+        # What an operator's `anybreaker status` does: open, read, close.
+        reader = start("serve", {"path": str(path)})
+        others.append(reader)
+        wait_for_line(reader, "ready")
+        assert ask(reader, "get model-api") == {"version": 1}
+        assert finish(reader)["answered"] == 1
+
+        assert ask(writer, "cas model-api 1 2") == {"stored": True}
+
+        third = start("serve", {"path": str(path), "runtime": "trio"})
+        others.append(third)
+        wait_for_line(third, "ready")
+        assert ask(third, "get model-api") == {"version": 2}
+        assert ask(third, "cas model-api 1 2") == {"stored": False}
+        assert ask(writer, "cas model-api 1 2") == {"stored": False}
+        assert finish(third)["answered"] == 2
+        assert finish(writer)["answered"] == 4
+    finally:
+        for child in (writer, *others):
+            if child.poll() is None:
+                child.kill()
+                child.communicate(timeout=WAIT)
+    assert stored(path, "model-api").version == 2
 
 
 def test_a_process_killed_mid_write_leaves_a_sound_database(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 import types
@@ -175,6 +176,110 @@ async def test_postgresql_url_goes_to_sqlalchemy_with_driver_parameters_kept(
 
 
 @pytest.mark.usefixtures("fake_sql")
+@pytest.mark.parametrize(
+    ("url", "expected_url"),
+    [
+        ("postgres://app@db.internal/app", "postgresql://app@db.internal/app"),
+        ("POSTGRES://app@db.internal/app", "postgresql://app@db.internal/app"),
+        (
+            "postgres+asyncpg://u@h/d?table=b&sslmode=require",
+            "postgresql+asyncpg://u@h/d?sslmode=require",
+        ),
+    ],
+)
+async def test_postgres_scheme_is_taken_as_postgresql(url: str, expected_url: str) -> None:
+    """``postgres://``, as hosting providers and libpq tools write it, means ``postgresql://``."""
+    name, args, _ = constructed(storage_from_url(url))
+    assert (name, args) == ("SQLAlchemyStorage", (expected_url,))
+
+
+@pytest.mark.usefixtures("fake_sql", "fake_redis")
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///breakers.db#main",
+        "sqlite:///breakers.db?staleness=0#main",
+        "sqlite:///breakers.db#",
+        "sqlite:///:memory:#x",
+        "memory://#x",
+        "redis://h:6379/0#x",
+        "redis://h:6379/0?prefix=app#x",
+        "postgresql://u@h/d?table=t#x",
+    ],
+)
+async def test_a_fragment_is_refused_wherever_it_is(url: str) -> None:
+    """A ``#fragment`` is never silently dropped (nor made part of a file name): ValueError."""
+    with pytest.raises(ValueError, match="a storage URL has no #fragment") as caught:
+        storage_from_url(url)
+    assert repr(url) in str(caught.value)
+
+
+@pytest.mark.usefixtures("fake_sql")
+async def test_a_hash_in_a_sqlite_file_name_is_written_percent_encoded() -> None:
+    """``%23`` gives a ``#`` in a SQLite file name, as the fragment error says."""
+    with pytest.raises(ValueError, match="write %23"):
+        storage_from_url("sqlite:///breakers#1.db")
+    assert constructed(storage_from_url("sqlite:///breakers%231.db"))[1] == ("breakers#1.db",)
+
+
+async def test_a_fragment_error_hides_the_password() -> None:
+    """The error for a fragment in a server URL does not show the URL's password."""
+    with pytest.raises(ValueError, match="no #fragment") as caught:
+        storage_from_url("redis://app:s3cret@h:6379/0#x")
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://127.0.0.1:99999/9", "port '99999' is not a number from 1 to 65535"),
+        ("redis://:99999", "has no host"),
+        ("redis://127.0.0.1:6379/abc", "database 'abc' is not a non-negative integer"),
+        ("rediss://127.0.0.1:6379/1?db=2", "gives the database twice"),
+    ],
+)
+async def test_a_bad_redis_url_is_refused_when_the_storage_is_made(url: str, problem: str) -> None:
+    """A Redis URL coredis would fail on (or misread) later is a ValueError naming it and why."""
+    pytest.importorskip(
+        "anybreaker.storage.redis", reason="needs anybreaker[redis]", exc_type=ImportError
+    )
+    with pytest.raises(ValueError, match=re.escape(problem)) as caught:
+        storage_from_url(url)
+    assert repr(url) in str(caught.value)
+
+
+@pytest.mark.parametrize("make", ["storage_from_url", "SQLAlchemyStorage"])
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("postgresql+nodriver://u@h/d", "knows no postgresql driver named 'nodriver'"),
+        ("postgres+nodriver://u@h/d", "knows no postgresql driver named 'nodriver'"),
+        ("postgresql+psycopg2cffi://u@h/d", "'postgresql+psycopg2cffi' is not installed"),
+    ],
+)
+async def test_a_driver_that_is_not_there_is_an_import_error_saying_what_to_install(
+    make: str, url: str, named: str
+) -> None:
+    """An unknown or missing PostgreSQL driver is an ImportError naming it and the extras."""
+    sql = pytest.importorskip(
+        "anybreaker.storage.sql", reason="needs anybreaker[sqlite]", exc_type=ImportError
+    )
+    with pytest.raises(ImportError, match=re.escape(named)) as caught:
+        storage_from_url(url) if make == "storage_from_url" else sql.SQLAlchemyStorage(url)
+    assert 'pip install "anybreaker[postgres]"' in str(caught.value)
+
+
+async def test_an_unknown_sqlite_driver_is_an_import_error_saying_what_to_install() -> None:
+    """``sqlite+nodriver://`` is an ImportError naming the driver and the SQLite extras."""
+    sql = pytest.importorskip(
+        "anybreaker.storage.sql", reason="needs anybreaker[sqlite]", exc_type=ImportError
+    )
+    with pytest.raises(ImportError, match="knows no sqlite driver named 'nodriver'") as caught:
+        sql.SQLAlchemyStorage("sqlite+nodriver:///breakers.db")
+    assert 'pip install "anybreaker[sqlite]"' in str(caught.value)
+
+
+@pytest.mark.usefixtures("fake_sql")
 async def test_postgresql_url_options() -> None:
     """``staleness``, ``table`` and ``schema`` of a postgresql URL reach SQLAlchemyStorage."""
     storage = storage_from_url("postgresql://u@h/d?schema=ops&table=breakers&staleness=0.5")
@@ -342,6 +447,27 @@ async def test_redis_url_makes_a_working_redis_storage() -> None:
         assert storage.prefix == prefix
         assert storage.staleness == 0
         assert await storage.names() == []
+
+
+@pytest.mark.server
+async def test_postgres_url_makes_a_working_storage() -> None:
+    """A real ``postgres://`` URL opens a SQLAlchemyStorage on psycopg, as postgresql:// does."""
+    sql = pytest.importorskip(
+        "anybreaker.storage.sql", reason="needs anybreaker[postgres]", exc_type=ImportError
+    )
+    pytest.importorskip("psycopg", reason="needs psycopg")
+    require_server("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
+    table = unique_name("breakers_url")
+    url = postgres_url("psycopg").replace("postgresql+psycopg://", "postgres://")
+    storage = storage_from_url(f"{url}?table={table}&staleness=0")
+    assert isinstance(storage, sql.SQLAlchemyStorage)
+    assert "postgresql+psycopg://" in repr(storage)
+    async with storage:
+        try:
+            assert await storage.compare_and_set("a", None, anybreaker.BreakerRecord(version=1))
+            assert await storage.names() == ["a"]
+        finally:
+            await sql.drop_table(storage)
 
 
 @pytest.mark.server

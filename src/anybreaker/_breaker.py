@@ -19,7 +19,7 @@ from . import _machine as machine
 from ._access import Refused
 from ._config import CircuitBreakerConfig, check_settings
 from ._core import CallListener, Extra, Listener
-from ._errors import CircuitBreakerOpenError, StorageError
+from ._errors import CircuitBreakerOpenError, RetryAfter, StorageError
 from ._machine import Admission, Outcome
 from ._recording import Change, OutcomeRecorder
 from ._state import CallEvent, CircuitState, CircuitStats
@@ -287,7 +287,31 @@ class CircuitBreaker(OutcomeRecorder):
                     return
                 await self._success_slowly(now)
                 return
-            await self._finish(self._record.generation, None, exc, None)
+            config = self._config
+            if (
+                config.is_failure is None
+                and isinstance(exc, Exception)
+                and not isinstance(exc, config.ignored_exceptions)
+            ):
+                outcome = Outcome.FAILURE  # _classify(), written out
+            else:
+                outcome = self._classify(exc)
+            extra = self._extra
+            if (
+                # _finish(), written out for the in-process breaker's failures.
+                outcome is Outcome.FAILURE
+                and self._local is not None
+                and extra is not None
+                and not extra.tally
+                and not extra.call_listeners
+                and not isinstance(exc, RetryAfter)
+                and self._count_in_place(outcome, self._clock())
+            ):
+                extra.failed += 1
+                if extra.changes:
+                    await self._deliver()
+                return
+            await self._finish(self._record.generation, None, exc, None, outcome=outcome)
             return
         extra = self._more()
         ticket = _TICKETS.get()

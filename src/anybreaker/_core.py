@@ -183,6 +183,14 @@ class BreakerCore:
         self._notice(now)
         return record
 
+    def _adopt_own(self, record: BreakerRecord, now: float) -> None:
+        """Cache ``record``, just stored by this object's own compare-and-set."""
+        if record.generation != self._record.generation:
+            self._adopt(record, now, 0, force=True)
+            return
+        self._record = record
+        self._read_at = now
+
     def _notice(self, now: float) -> None:
         """Note the state the cached record shows now; queue the change for listeners."""
         state = machine.view(self._record, self._config, now)

@@ -54,13 +54,16 @@ __all__ = [
     "Tally",
     "admit",
     "bucket_start",
+    "counted",
     "force_open",
     "open_for",
+    "opened_by_rules",
     "rebase",
     "record_outcomes",
     "reset",
     "settle",
     "time_until_retry",
+    "trips",
     "view",
     "window_stats",
 ]
@@ -102,23 +105,43 @@ class Admission:
 
 
 class Tally:
-    """Outcomes of one generation that are not in the record yet: counts, in order.
+    """Counts of outcomes per bucket of the window, their totals, and the streak of failures.
 
-    The breaker adds to it as calls end and hands it to ``record_outcomes``;
-    nothing here changes it. Counts add up, so a tally that failed to be
-    written is merged into the next one and written again, unchanged.
+    Plain data, changed in place by its own methods, never by I/O. Used two
+    ways: as the counts a breaker object has not written yet (a delta of
+    one generation, merged into a record's window when written: counts add
+    up, so a tally that failed to be written is merged into the next one,
+    unchanged), and as the whole window of a record (``Tally.of``).
     """
 
-    __slots__ = ("buckets", "generation", "reset_streak", "streak")
+    __slots__ = ("buckets", "calls", "failures", "generation", "reset_streak", "slow", "streak")
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
         self.buckets: dict[float, list[int]] = {}
         """Bucket start -> [calls, failures, slow calls]."""
+        self.calls = self.failures = self.slow = 0
+        """The totals over every bucket."""
         self.reset_streak = False
-        """Whether a success came: the stored streak of failures ends."""
+        """Whether a success came: a streak of failures before it has ended."""
         self.streak = 0
-        """Failures since the last success in this tally (all of them if none)."""
+        """Failures since the last success (all of them if none came)."""
+
+    @classmethod
+    def of(cls, record: BreakerRecord, window_size: float, now: float) -> Tally:
+        """The window of ``record`` at ``now``, for a window of ``window_size`` seconds."""
+        window = cls(record.generation)
+        window.streak = record.consecutive_failures
+        width = window_size / WINDOW_BUCKETS
+        realign = record.window_size != window_size
+        for start, calls, failures, slow in record.buckets:
+            if realign:
+                # Counted for another window_size (or by release 0.1): put
+                # each count in the bucket its time falls in now.
+                start = (start // width) * width
+            window._add_counts(start, calls, failures, slow)
+        window.prune(window_size, now)
+        return window
 
     def __bool__(self) -> bool:
         return bool(self.buckets)
@@ -127,35 +150,72 @@ class Tally:
         return f"<Tally generation={self.generation} {self.buckets} streak={self.streak}>"
 
     def add(self, start: float, outcome: Outcome, slow: bool = False, count: int = 1) -> None:
-        """Count ``count`` calls that ended with ``outcome`` in the bucket at ``start``."""
+        """Count ``count`` calls that ended with ``outcome`` (not neutral) in bucket ``start``."""
         counts = self.buckets.get(start)
         if counts is None:
             counts = self.buckets[start] = [0, 0, 0]
         counts[0] += count
+        self.calls += count
         if outcome is Outcome.FAILURE:
             counts[1] += count
+            self.failures += count
             self.streak += count
         else:
             self.reset_streak = True
             self.streak = 0
         if slow:
             counts[2] += count
+            self.slow += count
+
+    def _add_counts(self, start: float, calls: int, failures: int, slow: int) -> None:
+        counts = self.buckets.get(start)
+        if counts is None:
+            self.buckets[start] = [calls, failures, slow]
+        else:
+            counts[0] += calls
+            counts[1] += failures
+            counts[2] += slow
+        self.calls += calls
+        self.failures += failures
+        self.slow += slow
 
     def merge(self, later: Tally) -> None:
         """Add the counts of ``later``, whose outcomes came after these."""
         for start, (calls, failures, slow) in later.buckets.items():
-            counts = self.buckets.get(start)
-            if counts is None:
-                self.buckets[start] = [calls, failures, slow]
-            else:
-                counts[0] += calls
-                counts[1] += failures
-                counts[2] += slow
+            self._add_counts(start, calls, failures, slow)
         if later.reset_streak:
             self.reset_streak = True
             self.streak = later.streak
         else:
             self.streak += later.streak
+
+    def prune(self, window_size: float, now: float) -> None:
+        """Drop the buckets that left the window at ``now``; count future ones as now."""
+        width = window_size / WINDOW_BUCKETS
+        index = now // width
+        current = index * width
+        cutoff = (index - (WINDOW_BUCKETS - 1)) * width
+        for start in [start for start in self.buckets if not cutoff <= start <= current]:
+            calls, failures, slow = self.buckets.pop(start)
+            self.calls -= calls
+            self.failures -= failures
+            self.slow -= slow
+            if start > current:  # the clock stepped back: counted as now
+                self._add_counts(current, calls, failures, slow)
+
+    def as_buckets(self) -> tuple[Bucket, ...]:
+        """The counts as a record keeps them, oldest bucket first."""
+        return tuple((start, *self.buckets[start]) for start in sorted(self.buckets))  # type: ignore[misc]
+
+    def stats(self) -> WindowStats:
+        """The window's numbers."""
+        return WindowStats(
+            calls=self.calls,
+            failures=self.failures,
+            slow_calls=self.slow,
+            consecutive_failures=self.streak,
+            failure_rate=self.failures / self.calls if self.calls else 0.0,
+        )
 
 
 def bucket_start(now: float, config: CircuitBreakerConfig) -> float:
@@ -191,22 +251,7 @@ def time_until_retry(record: BreakerRecord, config: CircuitBreakerConfig, now: f
 
 def window_stats(record: BreakerRecord, window_size: float, now: float) -> WindowStats:
     """The window's numbers at ``now``, counting the buckets of the last ``window_size``."""
-    width = window_size / WINDOW_BUCKETS
-    index = now // width
-    cutoff = (index - (WINDOW_BUCKETS - 1)) * width
-    calls = failures = slow = 0
-    for start, bucket_calls, bucket_failures, bucket_slow in record.buckets:
-        if start >= cutoff:
-            calls += bucket_calls
-            failures += bucket_failures
-            slow += bucket_slow
-    return WindowStats(
-        calls=calls,
-        failures=failures,
-        slow_calls=slow,
-        consecutive_failures=record.consecutive_failures,
-        failure_rate=failures / calls if calls else 0.0,
-    )
+    return Tally.of(record, window_size, now).stats()
 
 
 def rebase(record: BreakerRecord, config: CircuitBreakerConfig, now: float) -> BreakerRecord:
@@ -227,7 +272,7 @@ def rebase(record: BreakerRecord, config: CircuitBreakerConfig, now: float) -> B
     if late_trials:
         trials = tuple((token, min(granted_at, now)) for token, granted_at in trials)
     if late_buckets:
-        buckets = _window(record, config, now, None)
+        buckets = Tally.of(record, config.window_size, now).as_buckets()
     return replace(record, changed_at=min(record.changed_at, now), trials=trials, buckets=buckets)
 
 
@@ -299,111 +344,56 @@ def record_outcomes(
     """
     if not tally or record.state is not CLOSED or record.generation != tally.generation:
         return None
-    buckets = _window(record, config, now, tally)
-    streak = tally.streak if tally.reset_streak else record.consecutive_failures + tally.streak
-    if _trips(config, buckets, streak, trip):
-        return _opened(record, config, now, 1, buckets, streak)
-    # Built field by field: this runs for every failure, and replace() is slow.
-    return BreakerRecord(
-        state=CLOSED,
-        version=record.version + 1,
-        generation=record.generation,
-        changed_at=record.changed_at,
-        openings=record.openings,
-        window_size=config.window_size,
-        buckets=buckets,
-        consecutive_failures=streak,
-    )
+    window = Tally.of(record, config.window_size, now)
+    window.merge(tally)
+    window.prune(config.window_size, now)
+    if trips(config, window, trip):
+        return opened_by_rules(record, config, now, window)
+    return counted(record, config.window_size, window)
 
 
-def _trips(
-    config: CircuitBreakerConfig,
-    buckets: tuple[Bucket, ...],
-    streak: int,
-    trip: Trip | None,
-) -> bool:
-    """Whether any rule that is set is met by the window ``buckets`` and ``streak``."""
-    if config.consecutive_failures is not None and streak >= config.consecutive_failures:
+def trips(config: CircuitBreakerConfig, window: Tally, trip: Trip | None = None) -> bool:
+    """Whether any rule that is set is met by the closed-state ``window``."""
+    if config.failure_threshold is not None and window.failures >= config.failure_threshold:
         return True
-    if len(buckets) == 1:
-        _, calls, failures, slow = buckets[0]
-    else:
-        calls = failures = slow = 0
-        for _, bucket_calls, bucket_failures, bucket_slow in buckets:
-            calls += bucket_calls
-            failures += bucket_failures
-            slow += bucket_slow
-    if config.failure_threshold is not None and failures >= config.failure_threshold:
+    if config.consecutive_failures is not None and window.streak >= config.consecutive_failures:
         return True
+    calls = window.calls
     if calls >= config.minimum_calls:
         rate = config.failure_rate_threshold
-        if rate is not None and failures >= rate * calls:
+        if rate is not None and window.failures >= rate * calls:
             return True
         rate = config.slow_call_rate_threshold
-        if rate is not None and slow >= rate * calls:
+        if rate is not None and window.slow >= rate * calls:
             return True
-    if trip is None:
-        return False
-    return trip(
-        WindowStats(
-            calls=calls,
-            failures=failures,
-            slow_calls=slow,
-            consecutive_failures=streak,
-            failure_rate=failures / calls if calls else 0.0,
-        )
-    )
+    return trip is not None and trip(window.stats())
 
 
-def _window(
-    record: BreakerRecord, config: CircuitBreakerConfig, now: float, tally: Tally | None
-) -> tuple[Bucket, ...]:
-    """The record's buckets still in the window at ``now``, with ``tally`` added."""
-    width = config.window_size / WINDOW_BUCKETS
-    index = now // width
-    current = index * width
-    cutoff = (index - (WINDOW_BUCKETS - 1)) * width
-    kept = record.buckets
-    aligned = record.window_size == config.window_size
-    if kept and kept[0][0] < cutoff:
-        kept = tuple(bucket for bucket in kept if bucket[0] >= cutoff)
-    if (
-        tally is not None
-        and aligned
-        and len(tally.buckets) == 1
-        and (not kept or kept[-1][0] <= current)
-    ):
-        # The common case, written out: one outcome's bucket added to the newest.
-        ((start, (calls, failures, slow)),) = tally.buckets.items()
-        if cutoff <= start <= current:
-            if kept and kept[-1][0] == start:
-                _, old_calls, old_failures, old_slow = kept[-1]
-                return (
-                    *kept[:-1],
-                    (start, old_calls + calls, old_failures + failures, old_slow + slow),
-                )
-            if not kept or kept[-1][0] < start:
-                return (*kept, (start, calls, failures, slow))
-    merged: dict[float, list[int]] = {}
-    items: list[tuple[float, int, int, int]] = list(kept)
-    if tally is not None:
-        items.extend((start, *counts) for start, counts in tally.buckets.items())  # type: ignore[misc]
-    for start, calls, failures, slow in items:
-        if not aligned:
-            # Counted for another window_size (or by release 0.1): put each
-            # count in the bucket its time falls in today.
-            start = (start // width) * width
-        if start < cutoff:
-            continue
-        start = min(start, current)  # a count from the future counts as now
-        counts = merged.get(start)
-        if counts is None:
-            merged[start] = [calls, failures, slow]
-        else:
-            counts[0] += calls
-            counts[1] += failures
-            counts[2] += slow
-    return tuple((start, *merged[start]) for start in sorted(merged))  # type: ignore[misc]
+_new = object.__new__
+_set = object.__setattr__
+
+
+def counted(record: BreakerRecord, window_size: float, window: Tally) -> BreakerRecord:
+    """The closed ``record`` with ``window`` (of ``window_size``) as its counts, next version.
+
+    Derived from the record's fields by copying them: a fraction of the cost
+    of the frozen dataclass's ``__init__``, for the most frequent write.
+    """
+    fields = record.__dict__.copy()
+    fields["version"] = record.version + 1
+    fields["window_size"] = window_size
+    fields["buckets"] = window.as_buckets()
+    fields["consecutive_failures"] = window.streak
+    new: BreakerRecord = _new(BreakerRecord)
+    _set(new, "__dict__", fields)
+    return new
+
+
+def opened_by_rules(
+    record: BreakerRecord, config: CircuitBreakerConfig, now: float, window: Tally
+) -> BreakerRecord:
+    """The closed ``record`` opened at ``now`` because ``window`` met a rule."""
+    return _opened(record, config, now, 1, window)
 
 
 def settle(
@@ -443,8 +433,7 @@ def _opened(
     config: CircuitBreakerConfig,
     now: float,
     openings: int,
-    buckets: tuple[Bucket, ...] | None = None,
-    streak: int | None = None,
+    window: Tally | None = None,
     duration: float | None = None,
 ) -> BreakerRecord:
     """The record opened at ``now``; the window stays, for whoever looks at it."""
@@ -455,9 +444,9 @@ def _opened(
         changed_at=now,
         open_duration=config.open_duration(openings) if duration is None else duration,
         openings=openings,
-        window_size=record.window_size if buckets is None else config.window_size,
-        buckets=record.buckets if buckets is None else buckets,
-        consecutive_failures=record.consecutive_failures if streak is None else streak,
+        window_size=record.window_size if window is None else config.window_size,
+        buckets=record.buckets if window is None else window.as_buckets(),
+        consecutive_failures=record.consecutive_failures if window is None else window.streak,
     )
 
 
@@ -504,11 +493,12 @@ def open_for(
         remaining = time_until_retry(record, config, now)
         if remaining >= seconds:
             return None
-    buckets = streak = None
+    window = None
     if tally and record.state is CLOSED and record.generation == tally.generation:
-        buckets = _window(record, config, now, tally)
-        streak = tally.streak if tally.reset_streak else record.consecutive_failures + tally.streak
-    return _opened(record, config, now, record.openings, buckets, streak, duration=seconds)
+        window = Tally.of(record, config.window_size, now)
+        window.merge(tally)
+        window.prune(config.window_size, now)
+    return _opened(record, config, now, record.openings, window, duration=seconds)
 
 
 # Any valid config serves where the opening's duration is given.

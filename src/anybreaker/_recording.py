@@ -23,28 +23,26 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from typing import Final
 
 import anyio
 
 from . import _machine as machine
-from ._access import Refused, StorageAccess
+from ._access import Refused
 from ._core import logger
 from ._errors import RetryAfter, StorageError
+from ._live import FLUSH_INTERVAL, LiveCounting
 from ._machine import Outcome, Tally
 from ._state import CallEvent, WindowStats
-from .storage._protocol import BreakerRecord
+from .storage._protocol import INITIAL_RECORD, BreakerRecord
+from .storage.memory import MemoryStorage
 
 __all__ = ["FLUSH_INTERVAL", "Change", "OutcomeRecorder"]
-
-FLUSH_INTERVAL: Final = 1.0
-"""At most this many seconds pass before a counted success is written (by a later call)."""
 
 Change = Callable[[BreakerRecord, float, Tally | None], BreakerRecord | None]
 """A write: the record to store given the current one, the time and the pending counts."""
 
 
-class OutcomeRecorder(StorageAccess):
+class OutcomeRecorder(LiveCounting):
     """Counting outcomes and writing them: the write path of ``CircuitBreaker``."""
 
     __slots__ = ()
@@ -83,34 +81,25 @@ class OutcomeRecorder(StorageAccess):
         now = self._clock()
         if outcome is None:
             outcome = self._classify(exc)
+        extra = self._extra or self._more()
         duration = 0.0 if started is None else now - started
         slow_after = self._config.slow_call_duration
         slow = slow_after is not None and duration > slow_after
-        self._count(outcome)
-        extra = self._more()
+        if outcome is Outcome.FAILURE:
+            extra.failed += 1
+        elif outcome is Outcome.SUCCESS:
+            self._succeeded += 1
+        else:
+            extra.neutral += 1
         if extra.call_listeners:
             self._emit(CallEvent(self._name, outcome.value, duration, slow, now))
-        config = self._config
         try:
             if isinstance(exc, RetryAfter):
-                seconds = exc.seconds
                 if token is None and generation == self._record.generation:
-                    self._tally().add(machine.bucket_start(now, config), outcome, slow)
-
-                def retry_after(
-                    record: BreakerRecord, now: float, tally: Tally | None
-                ) -> BreakerRecord | None:
-                    return machine.open_for(record, config, now, seconds, tally, extend_only=True)
-
-                await self._write(retry_after, with_tally=True)
+                    self._tally().add(machine.bucket_start(now, self._config), outcome, slow)
+                await self._write(self._retry_after(exc.seconds), with_tally=True)
             elif token is not None:
-
-                def trial(
-                    record: BreakerRecord, now: float, tally: Tally | None
-                ) -> BreakerRecord | None:
-                    return machine.settle(record, config, now, generation, token, outcome, slow)
-
-                await self._write(trial)
+                await self._write(self._trial(generation, token, outcome, slow))
             elif generation != self._record.generation or outcome is Outcome.NEUTRAL:
                 pass  # stale, or counted nowhere but in this object's stats
             elif outcome is Outcome.SUCCESS and not (slow and self._slow_calls_trip()):
@@ -119,23 +108,46 @@ class OutcomeRecorder(StorageAccess):
                 else:
                     await self._success_slowly(now)
             else:
-                self._tally().add(machine.bucket_start(now, config), outcome, slow)
-                await self._commit()
+                self._tally().add(machine.bucket_start(now, self._config), outcome, slow)
+                if self._local is not None and extra.outage is None:
+                    self._store_local(self._outcomes, True)  # _commit(), without awaiting
+                else:
+                    await self._commit()
         except Refused:
             pass  # "allow" and "reject": the counts stay pending
         except StorageError as error:
             if exc is not None:
                 error.add_note(f"raised while recording the outcome of the guarded call: {exc!r}")
             raise
-        await self._deliver()
+        if extra.changes:
+            await self._deliver()
 
-    def _count(self, outcome: Outcome) -> None:
-        if outcome is Outcome.SUCCESS:
-            self._succeeded += 1
-        elif outcome is Outcome.FAILURE:
-            self._more().failed += 1
-        else:
-            self._more().neutral += 1
+    def _outcomes(
+        self, record: BreakerRecord, now: float, tally: Tally | None
+    ) -> BreakerRecord | None:
+        """The write of pending counts: merged into the window, the rules checked."""
+        assert tally is not None
+        return machine.record_outcomes(record, self._config, now, tally, self._trip())
+
+    def _trial(self, generation: int, token: str, outcome: Outcome, slow: bool) -> Change:
+        """The write of a trial's outcome."""
+        config = self._config
+
+        def trial(record: BreakerRecord, now: float, tally: Tally | None) -> BreakerRecord | None:
+            return machine.settle(record, config, now, generation, token, outcome, slow)
+
+        return trial
+
+    def _retry_after(self, seconds: float) -> Change:
+        """The write of a dependency's ``Retry-After``: open at least that long."""
+        config = self._config
+
+        def retry_after(
+            record: BreakerRecord, now: float, tally: Tally | None
+        ) -> BreakerRecord | None:
+            return machine.open_for(record, config, now, seconds, tally, extend_only=True)
+
+        return retry_after
 
     def _slow_calls_trip(self) -> bool:
         """Whether a slow call can trip a rule, and so is written at once."""
@@ -152,33 +164,30 @@ class OutcomeRecorder(StorageAccess):
     async def _success_slowly(self, now: float) -> None:
         """Count a success at a bucket's end or a flush's time: file, maybe write."""
         extra = self._more()
-        self._tally()
-        start = machine.bucket_start(now, self._config)
-        self._unsent = 1
-        self._unsent_start = start
         if extra.flush_due == -math.inf or extra.flush_due > now + FLUSH_INTERVAL:
             # The first success, or the clock stepped back: flush one interval from now.
             extra.flush_due = now + FLUSH_INTERVAL
         due = now >= extra.flush_due
         if due:
             extra.flush_due = now + FLUSH_INTERVAL
+        start = machine.bucket_start(now, self._config)
+        self._unsent_start = start
         self._unsent_until = min(start + self._config.bucket_width, extra.flush_due)
+        if (
+            self._local is not None
+            and not extra.tally
+            and self._count_in_place(Outcome.SUCCESS, now)
+        ):
+            return
+        self._tally()
+        self._unsent = 1
         if due:
             with contextlib.suppress(Refused):
                 await self._commit()
 
     async def _commit(self) -> None:
         """Write the pending counts; outcomes arriving meanwhile join the next write."""
-        config = self._config
-        trip = self._trip()
-
-        def outcomes(
-            record: BreakerRecord, now: float, tally: Tally | None
-        ) -> BreakerRecord | None:
-            assert tally is not None
-            return machine.record_outcomes(record, config, now, tally, trip)
-
-        await self._write(outcomes, with_tally=True, grouped=True)
+        await self._write(self._outcomes, with_tally=True, grouped=True)
 
     async def _write(
         self, change: Change, *, with_tally: bool = False, grouped: bool = False
@@ -191,9 +200,9 @@ class OutcomeRecorder(StorageAccess):
         Shielded from cancellation: a trial permit taken is also given back,
         and counts taken are not lost half-way.
         """
-        if self._local is not None:  # a MemoryStorage never waits: nothing can interleave
-            return await self._store(change, with_tally)
         extra = self._more()
+        if self._local is not None and extra.outage is None:
+            return self._store_local(change, with_tally)
         if extra.lock is None:
             extra.lock = anyio.Lock()
         with anyio.CancelScope(shield=True):
@@ -235,6 +244,32 @@ class OutcomeRecorder(StorageAccess):
         finally:
             if tally:
                 self._keep_pending(tally)
+
+    def _store_local(self, change: Change, with_tally: bool) -> bool:
+        """``_store()`` on a MemoryStorage: nothing awaits, so nothing interleaves.
+
+        Only another thread's event loop may write in between; then it tries again.
+        """
+        records = self._local
+        assert records is not None
+        now = self._clock()
+        self._flush_in_place(now)
+        tally: Tally | None = None
+        if with_tally:
+            tally = self._tally()
+            self._more().tally = Tally(self._record.generation)
+        storage = self._storage
+        assert isinstance(storage, MemoryStorage)
+        while True:
+            stored = records.get(self._name, INITIAL_RECORD)
+            if stored is not self._record and stored.version != self._record.version:
+                self._adopt(stored, now, 0, force=True)
+            new = change(self._record, now, tally)
+            if new is None:
+                return True
+            if storage._replace(self._name, stored, new):
+                self._adopt_own(new, now)
+                return True
 
     def _keep_pending(self, tally: Tally) -> None:
         """Put counts that were not written back in front of the pending ones."""

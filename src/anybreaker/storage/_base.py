@@ -7,7 +7,7 @@ from typing import Self
 
 from .._errors import StorageError
 
-__all__ = ["StorageBase"]
+__all__ = ["StorageBase", "check_name", "redact"]
 
 
 class StorageBase:
@@ -44,3 +44,28 @@ class StorageBase:
     def _check_open(self) -> None:
         if self.closed:
             raise StorageError(f"{type(self).__name__} is closed; open a new one")
+
+
+def check_name(name: str) -> None:
+    """Refuse, with ``StorageError``, a breaker name no database can store.
+
+    A ``str`` may hold lone surrogates (``os.fsdecode(b"\\xff")`` makes one),
+    which no encoding of Unicode text can write: every driver fails on them.
+    """
+    try:
+        name.encode()
+    except UnicodeEncodeError as error:
+        raise StorageError(
+            f"breaker name {name!r} cannot be stored: it is not valid Unicode text "
+            f"({error.reason} at index {error.start})"
+        ) from error
+
+
+def redact(url: str) -> str:
+    """Return ``url`` without its password, for messages and ``repr``."""
+    scheme, separator, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    user, colon, _ = credentials.partition(":")
+    if not separator or not at or not colon:
+        return url
+    return f"{scheme}://{user + ':***' if user else '***'}@{location}"

@@ -7,14 +7,15 @@ Built-in schemes:
   ``sqlite:///:memory:``: a ``SQLiteStorage`` (the path follows SQLAlchemy's
   convention: three slashes, then the path).
 - ``postgresql://...`` and ``postgresql+DRIVER://...``: a ``SQLAlchemyStorage``
-  on that URL.
+  on that URL (``postgres://`` is taken as ``postgresql://``).
 - ``redis://...`` and ``rediss://...``: a ``RedisStorage`` on that URL.
 
 Options come from the URL's query (``sqlite:///breakers.db?staleness=0``) or
 as keyword arguments, never both for one option. Each scheme takes the
 options that mean something to its storage; an unknown option or a bad value
 is a ``ValueError`` naming it. PostgreSQL and Redis URLs keep every other
-query parameter for their driver (``?sslmode=require``, ``?db=1``).
+query parameter for their driver (``?sslmode=require``, ``?db=1``). No
+storage URL has a ``#fragment`` (write ``%23`` for a ``#`` in a SQLite path).
 
 Third-party storages register a scheme with an entry point in the group
 ``anybreaker.storages``; it loads a callable that takes the URL (and any
@@ -30,6 +31,7 @@ from importlib.metadata import entry_points
 from typing import Any, Final
 from urllib.parse import unquote, unquote_plus, urlsplit
 
+from ._base import redact
 from ._protocol import ContextManagedStorage
 
 __all__ = ["ENTRY_POINT_GROUP", "storage_from_url"]
@@ -92,7 +94,15 @@ _OPTIONS: Final[dict[str, dict[str, Converter]]] = {
     },
 }
 
-_BUILT_IN: Final = ("memory", "sqlite", "postgresql", "postgresql+DRIVER", "redis", "rediss")
+_BUILT_IN: Final = (
+    "memory",
+    "sqlite",
+    "postgresql",
+    "postgresql+DRIVER",
+    "postgres",
+    "redis",
+    "rediss",
+)
 
 
 def storage_from_url(url: str, **options: Any) -> ContextManagedStorage:
@@ -116,7 +126,7 @@ def storage_from_url(url: str, **options: Any) -> ContextManagedStorage:
             raise ValueError(f"unknown storage URL scheme {scheme!r}; {_known_schemes()}")
         return factory(url, **options)
 
-    location, query = _split_query(url)
+    location, query = _split_query(url, family)
     chosen, rest = _take_options(family, query, options)
     if family == "memory":
         return _memory(url, location)
@@ -125,6 +135,8 @@ def storage_from_url(url: str, **options: Any) -> ContextManagedStorage:
     if family == "postgresql":
         from .sql import SQLAlchemyStorage
 
+        if scheme.startswith("postgres") and not scheme.startswith("postgresql"):
+            location = "postgresql" + location[len("postgres") :]
         return SQLAlchemyStorage(_join_query(location, rest), **chosen)
     from .redis import RedisStorage
 
@@ -136,7 +148,7 @@ def _family(scheme: str) -> str | None:
         return "memory"
     if scheme == "sqlite":
         return "sqlite"
-    if scheme == "postgresql" or scheme.startswith("postgresql+"):
+    if scheme in ("postgresql", "postgres") or scheme.startswith(("postgresql+", "postgres+")):
         return "postgresql"
     if scheme in ("redis", "rediss"):
         return "redis"
@@ -163,12 +175,15 @@ def _known_schemes() -> str:
     return f"known schemes: {known}"
 
 
-def _split_query(url: str) -> tuple[str, list[str]]:
+def _split_query(url: str, family: str) -> tuple[str, list[str]]:
     """Split ``url`` into what precedes its query and the query's raw parameters."""
     location, _, query = url.partition("?")
-    fragment = query.find("#")
-    if fragment >= 0:
-        raise ValueError(f"a storage URL has no #fragment: {url!r}")
+    # SQLAlchemy reads a '#' before the query as part of a PostgreSQL
+    # password; anywhere else it would start a fragment, which the storage
+    # would silently drop (or, in a SQLite path, make part of the file name).
+    if "#" in (query if family == "postgresql" else url):
+        hint = " (write %23 for a # in the file name)" if family == "sqlite" else ""
+        raise ValueError(f"a storage URL has no #fragment: {redact(url)!r}{hint}")
     return location, [parameter for parameter in query.split("&") if parameter]
 
 

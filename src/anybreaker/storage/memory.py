@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from ._base import StorageBase
-from ._protocol import BreakerRecord, check_new_version
+from ._protocol import INITIAL_RECORD, BreakerRecord, check_new_version
 
 __all__ = ["MemoryStorage"]
 
@@ -22,15 +23,22 @@ class MemoryStorage(StorageBase):
     other's writes at once (``staleness`` is 0).
     """
 
-    __slots__ = ("_records",)
+    __slots__ = ("_live", "_records")
 
     staleness = 0.0
 
     def __init__(self) -> None:
         self._records: dict[str, BreakerRecord] = {}
+        self._closed = False
+        # What the breakers of this process keep beside a record (their
+        # shared window, see anybreaker._live); opaque here, dropped with it.
+        self._live: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<MemoryStorage with {len(self._records)} records>"
+
+    async def _close(self) -> None:
+        self._live.clear()
 
     async def get(self, name: str) -> BreakerRecord | None:
         """Return the record stored under ``name``, or ``None``."""
@@ -49,6 +57,18 @@ class MemoryStorage(StorageBase):
             if stored_version != expected_version:
                 return False
             self._records[name] = record
+            self._live.pop(name, None)
+            return True
+
+    def _replace(self, name: str, current: BreakerRecord, record: BreakerRecord) -> bool:
+        """Store ``record`` if ``current`` is what is stored (for the in-process breaker)."""
+        if self._closed:
+            self._check_open()
+        with _LOCK:
+            if self._records.get(name, INITIAL_RECORD) is not current:
+                return False
+            self._records[name] = record
+            self._live.pop(name, None)
             return True
 
     async def delete(self, name: str) -> None:
@@ -56,6 +76,7 @@ class MemoryStorage(StorageBase):
         self._check_open()
         with _LOCK:
             self._records.pop(name, None)
+            self._live.pop(name, None)
 
     async def names(self) -> list[str]:
         """Return the names that have a record."""

@@ -4,7 +4,8 @@ Built on coredis, which runs on anyio and so works under asyncio and trio.
 
 Key layout, for a prefix ``P`` (default ``anybreaker``)::
 
-    {P}:breaker:<name>   a string: the record as JSON (``BreakerRecord.to_dict()``)
+    {P}:breaker:<name>   a string: the record as JSON (``BreakerRecord.to_dict()``,
+                         its version first)
     {P}:names            a set: the names that have a record
 
 The braces are a Redis Cluster hash tag: every key of one prefix lives in one
@@ -18,6 +19,7 @@ import json
 import math
 from collections.abc import Awaitable
 from typing import Any, Final, Self, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.abc
@@ -31,22 +33,12 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
     raise ImportError('RedisStorage needs coredis: pip install "anybreaker[redis]"') from error
 
 from .._errors import StorageError
-from ._base import StorageBase
+from ._base import StorageBase, check_name, redact
 from ._protocol import BreakerRecord, check_new_version
 
 __all__ = ["RedisStorage"]
 
 T = TypeVar("T")
-
-# Failures of the server or the connection to it, as coredis and anyio raise them.
-_DRIVER_ERRORS: Final = (
-    coredis.exceptions.RedisError,
-    OSError,
-    TimeoutError,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-)
 
 _POOL_RETRY_INTERVAL: Final = 1.0
 """Seconds between attempts to enter a client's pool that could not connect."""
@@ -61,6 +53,14 @@ _NOT_AN_INDEX: Final = -2
 #
 # Everything is checked before anything is written: a script that fails
 # half-way does not roll back the writes it already made.
+#
+# cjson reads numbers as doubles, which tell integers apart only up to 2^53:
+# the stored version is compared as the digits the record holds. This
+# release writes the version as the record's first key; earlier ones wrote
+# it third, after the format and the state. A record that has it elsewhere
+# (written by hand) is compared through cjson only below 2^53, where a
+# double is exact, and refused above, never compared approximately. A record
+# format newer than the one written is refused too: it is a later release's.
 _COMPARE_AND_SET: Final = """
 local key_type = redis.call('TYPE', KEYS[1]).ok
 local index_type = redis.call('TYPE', KEYS[2]).ok
@@ -74,13 +74,26 @@ if key_type == 'none' then
 elseif key_type ~= 'string' then
   return -1
 else
-  local ok, stored = pcall(cjson.decode, redis.call('GET', KEYS[1]))
+  local text = redis.call('GET', KEYS[1])
+  local ok, stored = pcall(cjson.decode, text)
   if not ok or type(stored) ~= 'table' or type(stored.version) ~= 'number'
       or type(stored.state) ~= 'string'
-      or (stored.format ~= nil and tostring(stored.format) ~= ARGV[5]) then
+      or (stored.format ~= nil and (type(stored.format) ~= 'number'
+                                    or stored.format > tonumber(ARGV[5]))) then
     return -1
   end
-  if ARGV[1] == '' or stored.version ~= tonumber(ARGV[1]) then
+  local version = string.match(text, '^{"version":(%d+)[,}]')
+    or string.match(text, '^{"format":%d+,"state":"[%w_]*","version":(%d+)[,}]')
+  if version == nil then
+    local number = stored.version
+    if number ~= math.floor(number) or number < 0 or number >= 9007199254740992 then
+      return -1
+    end
+    version = string.format('%d', number)
+  elseif #version > 1 and string.sub(version, 1, 1) == '0' then
+    return -1
+  end
+  if version ~= ARGV[1] then
     return 0
   end
 end
@@ -151,8 +164,13 @@ class RedisStorage(StorageBase):
       no history, and that includes a breaker forced open.
 
     Use it as ``async with RedisStorage(...) as storage:``: coredis runs its
-    connections in background tasks, which need an enclosing task. Each
+    connections in background tasks, which need an enclosing task; an
+    operation on a storage never entered raises ``RuntimeError``. Each
     compare-and-set is one Lua script, atomic on the server.
+
+    A URL is checked when the storage is made: one that is not a Redis URL,
+    has no host (or socket path), a port outside 1-65535, or a database
+    that is not a non-negative integer raises ``ValueError``.
     """
 
     def __init__(
@@ -175,11 +193,12 @@ class RedisStorage(StorageBase):
             seconds = _seconds("idle_expiry", idle_expiry, allow_zero=False)
             self._expiry_ms = str(max(1, math.ceil(seconds * 1000)))
         if isinstance(url_or_client, str):
+            _check_url(url_or_client)
             client = coredis.Redis.from_url(url_or_client)
             pool = client.connection_pool
             pool.connection_class = _closing_streams(pool.connection_class)
             self._client: coredis.Redis[Any] | coredis.RedisCluster[Any] = client
-            self._location = _redact(url_or_client)
+            self._location = redact(url_or_client)
         elif isinstance(url_or_client, coredis.Redis | coredis.RedisCluster):
             self._client = url_or_client
             self._location = repr(url_or_client)
@@ -277,6 +296,7 @@ class RedisStorage(StorageBase):
     async def get(self, name: str) -> BreakerRecord | None:
         """Return the record stored under ``name``, or ``None``."""
         self._ready()
+        check_name(name)
         key = self.key(name)
         try:
             raw = await self._run(self._client.get(key))
@@ -297,8 +317,10 @@ class RedisStorage(StorageBase):
         """Store ``record`` if the stored version is ``expected_version``."""
         check_new_version(expected_version, record)
         self._ready()
+        check_name(name)
         key = self.key(name)
-        data = record.to_dict()
+        # The version goes first: the script reads it from there, exactly.
+        data = {"version": record.version, **record.to_dict()}
         result: object = await self._run(
             self._compare_and_set_script(
                 keys=[key, self._index_key],
@@ -318,6 +340,7 @@ class RedisStorage(StorageBase):
     async def delete(self, name: str) -> None:
         """Remove the record stored under ``name``, if any."""
         self._ready()
+        check_name(name)
         key = self.key(name)
         result: object = await self._run(
             self._delete_script(keys=[key, self._index_key], args=[name], client=self._client)
@@ -333,7 +356,10 @@ class RedisStorage(StorageBase):
             if isinstance(error.__cause__, coredis.exceptions.WrongTypeError):
                 raise self._not_an_index() from error.__cause__
             raise
-        listed = sorted(_text(member) for member in members)
+        try:
+            listed = sorted(_text(member) for member in members)
+        except UnicodeDecodeError as error:
+            raise self._not_an_index() from error
         if not listed:
             return []
         present: list[str | bytes] = await self._run(
@@ -351,7 +377,8 @@ class RedisStorage(StorageBase):
         """Refuse an operation the client cannot run now."""
         self._check_open()
         if self._group is None:
-            raise StorageError(
+            # A mistake in the code, not an outage: no failure policy may hide it.
+            raise RuntimeError(
                 f"{self!r} is not open: use it as `async with RedisStorage(...) "
                 "as storage:` (coredis runs its connections in background tasks "
                 "that need an enclosing task)"
@@ -364,10 +391,17 @@ class RedisStorage(StorageBase):
             ) from error
 
     async def _run(self, request: Awaitable[T]) -> T:
-        """Await a coredis request, turning driver failures into ``StorageError``."""
+        """Await a coredis request; whatever it raises becomes ``StorageError``.
+
+        Not only coredis's own errors: on input or replies it does not expect
+        it fails with whatever Python raised deep inside (an
+        ``AssertionError``, a ``ValueError``), and the caller's failure policy
+        must see those as the storage failing. Cancellation is no
+        ``Exception`` and passes through.
+        """
         try:
             return await request
-        except _DRIVER_ERRORS as error:
+        except Exception as error:
             raise StorageError(f"{self!r}: {_describe(error)}") from error
 
     def _check_result(self, result: object, key: str) -> None:
@@ -430,11 +464,35 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
-def _redact(url: str) -> str:
-    """Return ``url`` without its password, for messages and ``repr``."""
-    scheme, separator, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    if not separator or not at:
-        return url
-    user = credentials.partition(":")[0]
-    return f"{scheme}://{user + ':***' if user else '***'}@{location}"
+def _check_url(url: str) -> None:
+    """Refuse a URL coredis would take and then fail on, or misread, at the first operation."""
+    shown = redact(url)
+    if "#" in url:
+        raise ValueError(f"a Redis URL has no #fragment: {shown!r}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if "://" not in url or scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(
+            f"not a Redis URL: {shown!r}; write redis://host:port/database, "
+            "rediss://host:port/database or unix:///path/to/redis.sock"
+        )
+    databases = parse_qs(parts.query).get("db", [])
+    if scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"Redis URL {shown!r} has no socket path")
+    else:
+        if not parts.hostname:
+            raise ValueError(f"Redis URL {shown!r} has no host")
+        port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+        if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"Redis URL {shown!r}: port {port!r} is not a number from 1 to 65535")
+        path = parts.path.removeprefix("/")
+        if path:
+            databases.append(path)
+    for database in databases:
+        if not (database.isascii() and database.isdigit()):
+            raise ValueError(
+                f"Redis URL {shown!r}: database {database!r} is not a non-negative integer"
+            )
+    if len(databases) > 1:
+        raise ValueError(f"Redis URL {shown!r} gives the database twice (path and ?db=)")

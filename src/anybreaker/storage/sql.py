@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import math
 import os
+import pathlib
 import random
 import re
 import sqlite3
+import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +39,7 @@ import anyio
 import anyio.to_thread
 
 from .._errors import StorageError
-from ._base import StorageBase
+from ._base import StorageBase, check_name
 from ._protocol import BreakerRecord, check_new_version
 
 try:
@@ -69,6 +73,15 @@ DEFAULT_TABLE: Final = "anybreaker_breakers"
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,57}")
 _JOURNAL_MODES: Final = ("wal", "delete", "truncate", "persist")
 _DIALECTS: Final = ("sqlite", "postgresql")
+# The extra that installs each driver anybreaker knows.
+_EXTRAS: Final = {
+    "pysqlite": "sqlite",
+    "aiosqlite": "aiosqlite",
+    "psycopg": "postgres",
+    "asyncpg": "asyncpg",
+}
+# SQLite's INTEGER and PostgreSQL's BIGINT, which hold the version.
+_MAX_VERSION: Final = 2**63 - 1
 
 # SQLite's own busy handler waits with growing sleeps (1, 2, 5, 10, ... 100
 # ms), so a writer that has waited long polls least often and keeps losing
@@ -90,7 +103,7 @@ _FAILURES: Final = (
     OSError,
 )
 _CURSOR: Final = "anybreaker_cursor"
-_SQLITE_HEADER: Final = b"SQLite format 3\x00"
+_SQLITE_NOTADB: Final = 26
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
 # What each operation was doing, for error messages; ``{}``: the breaker's name.
@@ -198,6 +211,8 @@ class SQLAlchemyStorage(StorageBase):
             if self._sqlite and not self._memory and not database.startswith("file:")
             else None
         )
+        if self._path is not None:
+            _check_location(self._path)
         self._journal_mode = journal_mode
         self._url = url.render_as_string(hide_password=True)
         located = f"table {schema}.{table}" if schema is not None else f"table {table}"
@@ -264,6 +279,7 @@ class SQLAlchemyStorage(StorageBase):
 
     async def get(self, name: str) -> BreakerRecord | None:
         """Return the record stored under ``name``, or ``None``."""
+        check_name(name)
         return await self._run(self._statements.get, (name,), _nothing)
 
     async def compare_and_set(
@@ -271,12 +287,22 @@ class SQLAlchemyStorage(StorageBase):
     ) -> bool:
         """Store ``record`` if the stored version is ``expected_version``."""
         check_new_version(expected_version, record)
+        check_name(name)
+        if not -_MAX_VERSION - 1 <= record.version <= _MAX_VERSION:
+            what = _ACTIONS["compare_and_set"].format(repr(name))
+            raise StorageError(
+                f"{what} {self._where} failed: version {record.version}, the one after "
+                f"{expected_version}, does not fit the table's version column (a 64-bit "
+                "integer). No number of writes reaches a stored version that high: the "
+                f"record is corrupt. Delete it to start {name!r} afresh"
+            )
         return await self._run(
             self._statements.compare_and_set, (name, expected_version, record), None
         )
 
     async def delete(self, name: str) -> None:
         """Remove the record stored under ``name``, if any."""
+        check_name(name)
         await self._run(self._statements.delete, (name,), _nothing)
 
     async def names(self) -> list[str]:
@@ -499,6 +525,11 @@ class SQLAlchemyStorage(StorageBase):
                 f"{what} {self._where} failed: the database stayed locked by another "
                 f"connection for more than lock_timeout={self._lock_timeout} s ({message})"
             )
+        if _is_not_a_database(error):
+            return StorageError(
+                f"{what} {self._where} failed: the file is not a SQLite database; "
+                f"left untouched ({message})"
+            )
         return StorageError(
             f"{what} {self._where} failed: {message} ({kind.__module__}.{kind.__qualname__})"
         )
@@ -653,6 +684,10 @@ class SQLiteStorage(SQLAlchemyStorage):
     storage). A file the storage creates is set to WAL, which lets readers
     and one writer work at once; a file that already exists keeps its
     journal mode unless ``journal_mode`` asks otherwise.
+
+    A path whose directory does not exist, or a file that does not exist in
+    a directory this process cannot write, raises ``ValueError`` here: no
+    write could ever succeed there.
     """
 
     def __init__(
@@ -971,15 +1006,22 @@ def _engine(
         url = sa.make_url(url_or_engine)
     except sa.exc.ArgumentError as error:
         raise ValueError(f"not a database URL: {url_or_engine!r}") from error
-    if url.get_backend_name() not in _DIALECTS:
-        raise ValueError(
-            f"SQLAlchemyStorage supports SQLite and PostgreSQL, not {url.get_backend_name()!r}"
-        )
-    if url.drivername == "postgresql":
+    backend, plus, driver = url.drivername.partition("+")
+    if backend == "postgres":
+        # The name Heroku and libpq-style tools use; SQLAlchemy knows only
+        # "postgresql".
+        backend = "postgresql"
+        url = url.set(drivername=f"{backend}{plus}{driver}")
+    if backend not in _DIALECTS:
+        raise ValueError(f"SQLAlchemyStorage supports SQLite and PostgreSQL, not {backend!r}")
+    if not driver and backend == "postgresql":
         # SQLAlchemy's default PostgreSQL driver is psycopg2; the extra
         # anybreaker[postgres] installs psycopg 3.
         url = url.set(drivername="postgresql+psycopg")
-    dialect_class = url.get_dialect()
+    try:
+        dialect_class = url.get_dialect()
+    except sa.exc.NoSuchModuleError as error:
+        raise ImportError(_no_driver(url.drivername, error)) from error
     options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
     if url.get_backend_name() == "sqlite" and (url.database or "") in ("", ":memory:"):
         # One shared connection: each thread of SingletonThreadPool would
@@ -996,19 +1038,42 @@ def _engine(
             return None, create_async_engine(url, **options), True
         return sa.create_engine(url, **options), None, True
     except ImportError as error:
-        extra = "postgres" if url.get_backend_name() == "postgresql" else "sqlite"
-        raise ImportError(
-            f"the driver for {url.drivername!r} is not installed: "
+        raise ImportError(_no_driver(url.drivername, error)) from error
+
+
+def _no_driver(drivername: str, error: BaseException) -> str:
+    """Say which driver is missing for ``drivername``, and how to install it."""
+    backend, _, driver = drivername.partition("+")
+    extra = _EXTRAS.get(driver or ("pysqlite" if backend == "sqlite" else "psycopg"))
+    if extra is not None:
+        return (
+            f"the driver for {drivername!r} is not installed: "
             f'pip install "anybreaker[{extra}]" ({error})'
-        ) from error
+        )
+    if backend == "sqlite":
+        ours = 'pip install "anybreaker[sqlite]" (sqlite3) or "anybreaker[aiosqlite]"'
+    else:
+        ours = 'pip install "anybreaker[postgres]" (psycopg) or "anybreaker[asyncpg]"'
+    if isinstance(error, sa.exc.NoSuchModuleError):
+        missing = f"SQLAlchemy knows no {backend} driver named {driver!r}"
+    else:
+        missing = f"the driver for {drivername!r} is not installed"
+    return (
+        f"{missing}: install the package that provides it, or use a driver "
+        f"anybreaker's extras install: {ours} ({error})"
+    )
 
 
 def _async_engine_type() -> type[AsyncEngine] | None:
-    try:
-        from sqlalchemy.ext.asyncio import AsyncEngine
-    except ImportError:  # pragma: no cover - SQLAlchemy without asyncio support
-        return None
-    return AsyncEngine
+    """SQLAlchemy's ``AsyncEngine``, if anything imported it; else no object is one.
+
+    Importing it (and with it SQLAlchemy's ORM) only to find that a URL is
+    not an engine would cost a tenth of a second, in the event loop when
+    the storage is made there.
+    """
+    module = sys.modules.get("sqlalchemy.ext.asyncio")
+    engine_type: type[AsyncEngine] | None = getattr(module, "AsyncEngine", None)
+    return engine_type
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, record: Any) -> None:
@@ -1109,14 +1174,68 @@ def _check_sqlite_header(path: str) -> None:
     SQLite itself refuses such a file, except when a ``-wal`` file is left
     next to it (by a database that stood at this path before): it would
     then read, and could checkpoint, the old database's pages over it.
+
+    The header is read through SQLite, never with ``open()``: closing any
+    descriptor of the file drops every POSIX lock this process holds on it,
+    those of SQLite's connections included, and another process would then
+    think itself the file's last user and delete the WAL under them. SQLite
+    keeps a descriptor it closes open while the process holds locks on the
+    file. ``immutable=1`` reads the main file alone (never the ``-wal``) and
+    takes no lock; ``mode=ro`` creates nothing.
+
+    What is not a regular file (a directory, a FIFO that would block the
+    reader) is refused before any driver tries to open it.
     """
     try:
-        with open(path, "rb") as file:
-            header = file.read(len(_SQLITE_HEADER))
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
         return
-    if header and header != _SQLITE_HEADER:
-        raise StorageError(f"{path} is not a SQLite database; left untouched")
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    uri = f"{pathlib.Path(path).absolute().as_uri()}?mode=ro&immutable=1"
+    try:
+        connection = sqlite3.connect(uri, uri=True, isolation_level=None)
+    except sqlite3.Error:
+        return  # No file (or none SQLite can open): the operation itself reports it.
+    try:
+        # Reads the header of page 1 and nothing else.
+        connection.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.Error as error:
+        if _is_not_a_database(error):
+            raise
+    finally:
+        connection.close()
+
+
+def _is_not_a_database(error: BaseException) -> bool:
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    # An error made in Python (not by SQLite) has no error code.
+    code = getattr(cause, "sqlite_errorcode", None) if isinstance(cause, sqlite3.Error) else None
+    return code == _SQLITE_NOTADB
+
+
+def _check_location(path: str) -> None:
+    """Refuse a SQLite path where no database can ever be read or written.
+
+    Found at the first write, it would look like an outage, and the breaker
+    would quietly keep its state in the process alone. Whatever stands at
+    the path itself is the operations' to judge, as a file that is not
+    SQLite is: an existing file is accepted even where it cannot be written
+    (a read-only file, or one in a read-only directory), since reading it
+    may be all that is wanted.
+    """
+    directory = os.path.dirname(path) or os.curdir
+    problem = None
+    if not os.path.exists(directory):
+        problem = f"its directory {directory!r} does not exist"
+    elif not os.path.isdir(directory):
+        problem = f"{directory!r} is not a directory"
+    elif not os.path.exists(path) and not os.access(directory, os.W_OK | os.X_OK):
+        problem = f"the file does not exist, and its directory {directory!r} is not writable"
+    if problem is not None:
+        raise ValueError(f"no SQLite database can be kept at {path!r}: {problem}")
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:

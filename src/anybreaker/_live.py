@@ -1,0 +1,163 @@
+"""Counting in place: the breakers of one process that share a MemoryStorage.
+
+Writing a record for every outcome costs more than everything else a failed
+call does, and in one process nothing needs the record to be rewritten that
+often: every breaker object of a name in a MemoryStorage counts in one
+shared window (a ``Tally``, kept beside the record), checks the rules on it
+at once, and writes a record when the state changes, when the window is
+read (``get_window_stats()``, any other write), and at most every
+``FLUSH_INTERVAL`` seconds, so that ``storage.get()`` sees the counts within
+that. The window exists while the stored record is the one it continues:
+MemoryStorage drops it with any record written in another way, and the next
+count starts it afresh from that record.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from . import _machine as machine
+from ._access import StorageAccess
+from ._config import WINDOW_BUCKETS
+from ._machine import Outcome, Tally
+from ._state import CircuitState
+from .storage._protocol import INITIAL_RECORD, BreakerRecord
+from .storage.memory import _LOCK, MemoryStorage
+
+__all__ = ["FLUSH_INTERVAL", "LiveCounting", "LiveWindow"]
+
+FLUSH_INTERVAL: Final = 1.0
+"""At most this many seconds pass before counted outcomes are in the stored record."""
+
+_CLOSED: Final = CircuitState.CLOSED
+
+
+class LiveWindow:
+    """A name's window in a MemoryStorage, counted in place; see the module."""
+
+    __slots__ = (
+        "flush_due",
+        "record",
+        "start",
+        "until",
+        "width",
+        "window",
+        "window_size",
+        "written",
+    )
+
+    def __init__(self, record: BreakerRecord, window_size: float, now: float) -> None:
+        self.record = record
+        """The stored record this window continues."""
+        self.window_size = window_size
+        self.width = window_size / WINDOW_BUCKETS
+        self.window = Tally.of(record, window_size, now)
+        self.written = True
+        """Whether every count is in ``record``."""
+        self.flush_due = now + FLUSH_INTERVAL
+        self.start = self.until = 0.0
+        self.enter_bucket(now)
+
+    def enter_bucket(self, now: float) -> None:
+        """Make the bucket that ``now`` falls in the current one."""
+        self.start = (now // self.width) * self.width
+        self.until = self.start + self.width
+
+
+class LiveCounting(StorageAccess):
+    """The in-place counting of a breaker on a MemoryStorage."""
+
+    __slots__ = ()
+
+    def _live(self, now: float) -> LiveWindow | None:
+        """This name's shared window, continuing the cached record (call with ``_LOCK``).
+
+        ``None``: count the general way (another storage, a record to adopt
+        first, a breaker that is not closed).
+        """
+        storage = self._storage
+        record = self._record
+        if (
+            not isinstance(storage, MemoryStorage)
+            or storage._closed
+            or storage._records.get(self._name, INITIAL_RECORD) is not record
+            or record.state is not _CLOSED
+        ):
+            return None
+        live = storage._live.get(self._name)
+        window_size = self._config.window_size
+        if live is None or live.record is not record or live.window_size != window_size:
+            if live is not None and live.record is record:
+                self._write_live(storage, live, now)
+                record = self._record
+            live = storage._live[self._name] = LiveWindow(record, window_size, now)
+        elif not live.start <= now < live.until:
+            live.window.prune(window_size, now)
+            live.enter_bucket(now)
+        return live
+
+    def _count_in_place(
+        self, outcome: Outcome, now: float, slow: bool = False, count: int = 1
+    ) -> bool:
+        """Count an outcome of the current generation in place; ``False`` if it cannot be."""
+        storage: MemoryStorage = self._storage  # type: ignore[assignment]
+        _LOCK.acquire()
+        try:
+            # A live window exists only while its record is the stored one.
+            live = storage._live.get(self._name)
+            if (
+                live is None
+                or live.record is not self._record
+                or not live.start <= now < live.until
+                or live.window_size != self._config.window_size
+            ):
+                live = self._live(now)
+                if live is None:
+                    return False
+            if self._unsent:
+                # This object's successes so far came first.
+                live.window.add(self._unsent_start, Outcome.SUCCESS, count=self._unsent)
+                self._unsent = 0
+            live.window.add(live.start, outcome, slow, count)
+            live.written = False
+            config = self._config
+            trip = None if config.trip is None else self._guarded_trip
+            if machine.trips(config, live.window, trip):
+                self._write_live_change(
+                    live, now, machine.opened_by_rules(live.record, config, now, live.window)
+                )
+            elif now >= live.flush_due:
+                self._write_live(storage, live, now)
+        finally:
+            _LOCK.release()
+        return True
+
+    def _flush_in_place(self, now: float) -> None:
+        """Write the counts counted in place, if any, so that the stored record holds them."""
+        storage = self._storage
+        if not isinstance(storage, MemoryStorage):
+            return
+        with _LOCK:
+            live = storage._live.get(self._name)
+            if live is not None and not live.written:
+                self._write_live(storage, live, now)
+
+    def _write_live(self, storage: MemoryStorage, live: LiveWindow, now: float) -> None:
+        """Store the live window's counts as the next version of its record (with ``_LOCK``)."""
+        live.flush_due = now + FLUSH_INTERVAL
+        if live.written:
+            return
+        live.window.prune(live.window_size, now)
+        new = machine.counted(live.record, live.window_size, live.window)
+        storage._records[self._name] = live.record = new
+        live.written = True
+        if self._record.version + 1 == new.version:
+            self._adopt_own(new, now)
+
+    def _write_live_change(self, live: LiveWindow, now: float, new: BreakerRecord) -> None:
+        """Store a state change decided on the live window, which it ends (with ``_LOCK``)."""
+        storage = self._storage
+        assert isinstance(storage, MemoryStorage)
+        storage._records[self._name] = new
+        del storage._live[self._name]
+        self._adopt_own(new, now)
