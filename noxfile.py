@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tomllib
@@ -12,6 +13,14 @@ import nox
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["tests", "tests_minimal", "examples", "lint", "typecheck", "docs"]
 
+# On a developer's machine a second run reuses the environments the first one
+# built, and installs nothing when nothing it installs has changed. CI builds
+# every environment afresh, and a Python version it cannot find fails the run
+# instead of skipping that version's sessions.
+ON_CI = bool(os.environ.get("CI"))
+nox.options.reuse_venv = "no" if ON_CI else "yes"
+nox.options.error_on_missing_interpreters = ON_CI
+
 ROOT = Path(__file__).parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 PYTHONS = [
@@ -19,6 +28,8 @@ PYTHONS = [
     for classifier in PROJECT["classifiers"]
     if (match := re.fullmatch(r"Programming Language :: Python :: (3\.\d+)", classifier))
 ]
+# Besides the extra "testing" (pytest and trio), which the minimal session
+# cannot take: it runs with no optional dependency.
 TEST_REQUIREMENTS = ["pytest>=8.2", "hypothesis>=6.100"]
 # The servers' tests fail instead of skipping where CI demands the servers.
 PASSTHROUGH = ("ANYBREAKER_REQUIRE_SERVERS",)
@@ -30,25 +41,51 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _install(session: nox.Session, *args: str) -> None:
+    """Install ``args``, unless this environment already holds exactly what they install.
+
+    What they install is decided by the arguments, pyproject.toml (for the
+    project and its extras) and the requirement files named with ``-r``; the
+    project itself is installed editable, so a change to its code needs no
+    reinstall.
+    """
+    digest = hashlib.sha256("\0".join(args).encode())
+    for path in ["pyproject.toml", *(args[i + 1] for i, arg in enumerate(args) if arg == "-r")]:
+        digest.update(b"\0" + (ROOT / path).read_bytes())
+    location = getattr(session.virtualenv, "location", None)
+    stamp = Path(location) / "installed-by-noxfile.txt" if location else None
+    if stamp is not None and digest.hexdigest() in _lines(stamp):
+        session.log(f"already installed, unchanged: {' '.join(args)}")
+        return
+    session.install(*args)
+    if stamp is not None:
+        with stamp.open("a", encoding="utf-8") as file:
+            file.write(digest.hexdigest() + "\n")
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
 @nox.session(python=PYTHONS)
 @nox.parametrize("runtime", ["asyncio", "trio"])
 def tests(session: nox.Session, runtime: str) -> None:
     """Run the suite with every optional dependency, under one runtime."""
-    session.install("-e", ".[all]", "trio", *TEST_REQUIREMENTS)
+    _install(session, "-e", ".[all,testing]", *TEST_REQUIREMENTS)
     session.run("pytest", *session.posargs, env=_env(ANYBREAKER_RUNTIME=runtime))
 
 
 @nox.session(python=PYTHONS[0])
 def tests_minimal(session: nox.Session) -> None:
     """Run the suite with no optional dependency: asyncio only, no SQL, no Redis."""
-    session.install("-e", ".", *TEST_REQUIREMENTS)
+    _install(session, "-e", ".", *TEST_REQUIREMENTS)
     session.run("pytest", *session.posargs, env=_env(ANYBREAKER_RUNTIME="asyncio"))
 
 
 @nox.session(python=PYTHONS[0])
 def examples(session: nox.Session) -> None:
     """Run the example storage backend's own conformance tests."""
-    session.install("-e", ".", "trio", *TEST_REQUIREMENTS)
+    _install(session, "-e", ".[testing]")
     session.run(
         "pytest",
         "-p",
@@ -62,7 +99,7 @@ def examples(session: nox.Session) -> None:
 @nox.session(python=PYTHONS[0])
 def lint(session: nox.Session) -> None:
     """Check style and formatting with ruff."""
-    session.install("ruff")
+    _install(session, "ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -70,28 +107,28 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHONS[0])
 def typecheck(session: nox.Session) -> None:
     """Type-check src and tests with mypy --strict."""
-    session.install("-e", ".[all]", "trio", "mypy", "nox", *TEST_REQUIREMENTS)
+    _install(session, "-e", ".[all,testing]", "mypy", "nox", *TEST_REQUIREMENTS)
     session.run("mypy")
 
 
 @nox.session(python=PYTHONS[0])
 def docs(session: nox.Session) -> None:
     """Build the documentation site, warnings as errors."""
-    session.install("-e", ".", "-r", "docs/requirements.txt")
+    _install(session, "-e", ".", "-r", "docs/requirements.txt")
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
 
 
 @nox.session(python="3.12")
 def bench(session: nox.Session) -> None:
     """Measure anybreaker against the other breakers, side by side, in one run."""
-    session.install("-e", ".[all]", "trio", "-r", "benchmarks/requirements.txt")
+    _install(session, "-e", ".[all]", "-r", "benchmarks/requirements.txt")
     # Only mamba-agents' standard-library errors/circuit_breaker.py is loaded.
-    session.install("--no-deps", "mamba-agents")
+    _install(session, "--no-deps", "mamba-agents")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 
 @nox.session(python=PYTHONS[0])
 def demo(session: nox.Session) -> None:
     """Run the demo: a trio program guarded by a breaker kept in SQLite."""
-    session.install("-e", ".[sqlite]", "trio")
+    _install(session, "-e", ".[sqlite,trio]")
     session.run("python", "-m", "anybreaker", "demo", *session.posargs)

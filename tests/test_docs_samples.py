@@ -8,10 +8,11 @@ a sample that imports ``trio`` runs under trio only, one that imports
 ``asyncio`` under asyncio only, any other under both. When
 ``docs/samples/NAME.out`` exists, the sample's output must be exactly that.
 
-The ``python`` code blocks written inline in ``README.md`` and the pages run
-too, each on its own: top-level ``await`` and ``async with`` are allowed
-(such a block runs under each runtime, like a sample), any other block runs
-once as a script.
+The ``python`` code blocks written inline in the pages run too, each on its
+own: top-level ``await`` and ``async with`` are allowed (such a block runs
+under each runtime, like a sample), any other block runs once as a script.
+The README's blocks run in order, as a reader runs them: see
+``test_readme.py``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from ._storages import (
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 SAMPLES = DOCS / "samples"
-PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+README = ROOT / "README.md"
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
 RUNTIMES = ("asyncio", "trio")
 
 SNIPPET = re.compile(r"""^\s*--8<--\s+["']?(?P<path>[^"'\s]+)["']?\s*$""")
@@ -57,6 +59,14 @@ class Block:
     line: int
     language: str
     source: str
+    info: str = ""
+    """The opening fence's words after the language (``title="search.py"``)."""
+
+    @property
+    def title(self) -> str | None:
+        """The file name the block is shown as, if its fence gives one."""
+        match = re.search(r"""\btitle=(["'])(?P<title>[^"']+)\1""", self.info)
+        return match["title"] if match else None
 
     @property
     def is_include(self) -> bool:
@@ -86,8 +96,8 @@ def code_blocks(page: Path) -> Iterator[Block]:
         if opening is None:
             continue
         indent, fence = opening["indent"], opening["fence"]
-        info = opening["info"].strip()
-        language = info.split()[0].lstrip(".").lower() if info else ""
+        language, _, info = opening["info"].strip().partition(" ")
+        language = language.lstrip(".").lower()
         body: list[str] = []
         while index < len(lines):
             line = lines[index]
@@ -101,15 +111,15 @@ def code_blocks(page: Path) -> Iterator[Block]:
             ):
                 break
             body.append(line.removeprefix(indent))
-        yield Block(page, start, language, "\n".join(body))
+        yield Block(page, start, language, "\n".join(body), info.strip())
 
 
 def inline_python_blocks() -> list[Block]:
-    """The ``python`` blocks written in the README and the pages themselves."""
+    """The ``python`` blocks written in the pages themselves (the README's run in order)."""
     return [
         block
         for page in PAGES
-        if page.exists()
+        if page.exists() and page != README
         for block in code_blocks(page)
         if block.language in PYTHON and not block.is_include
     ]
@@ -240,7 +250,7 @@ def test_sample_runs_as_a_script(path: Path) -> None:
 
 @pytest.mark.parametrize(("block", "runtime"), block_cases())
 def test_inline_block_runs(block: Block, runtime: str | None) -> None:
-    """A ``python`` block written in a page or the README runs on its own."""
+    """A ``python`` block written in a page runs on its own."""
     skip_unless_available(block.source, runtime)
     code = compile_block(block)
     namespace: dict[str, Any] = {"__name__": "__main__"}

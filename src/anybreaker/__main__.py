@@ -1,9 +1,10 @@
-"""The command line: ``anybreaker status | reset | force-open | demo``.
+"""The command line: ``anybreaker status | watch | reset | force-open | open-for | demo``.
 
-``status``, ``reset`` and ``force-open`` work on the breakers kept in a
-storage URL (``--url``, else ``$ANYBREAKER_URL``, else the demo's SQLite
-file in the current directory). Exit codes: 0 done, 1 the storage failed,
-2 a usage error (bad URL, missing file, unknown breaker name).
+Every command but ``demo`` works on the breakers kept in a storage URL
+(``--url``, else ``$ANYBREAKER_URL``, else the demo's SQLite file in the
+current directory). Exit codes: 0 done, 1 the storage failed, 2 a usage
+error (bad arguments or URL, missing file, unknown breaker name), 3 ``status
+--fail-if-open`` found an open breaker, 141 the output's reader went away.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ import importlib
 import json
 import math
 import os
+import shlex
+import shutil
 import sys
+import sysconfig
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote
+from typing import Any, TextIO
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 
@@ -28,7 +32,7 @@ from . import _machine as machine
 from ._breaker import CircuitBreaker
 from ._config import CircuitBreakerConfig
 from ._errors import StorageError
-from ._state import CircuitState
+from ._state import CircuitState, WindowStats
 from .storage._protocol import BreakerRecord, Storage
 
 __all__ = ["DEMO_DATABASE", "main"]
@@ -38,8 +42,11 @@ DEMO_DATABASE = "anybreaker-demo.db"
 
 URL_VARIABLE = "ANYBREAKER_URL"
 
-_USAGE_ERROR = 2
 _STORAGE_FAILED = 1
+_USAGE_ERROR = 2
+_SOME_BREAKER_OPEN = 3
+
+_DEFAULTS = CircuitBreakerConfig()
 
 
 class CommandError(Exception):
@@ -60,6 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`anybreaker status | head`): end quietly, as a
+        # program killed by SIGPIPE would, without a traceback at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
     return result
 
 
@@ -89,33 +101,55 @@ def _parser() -> argparse.ArgumentParser:
         default="asyncio",
         help="the async runtime to talk to the storage with (default: asyncio)",
     )
+    lease_option = argparse.ArgumentParser(add_help=False)
+    lease_option.add_argument(
+        "--trial-lease",
+        type=_seconds,
+        default=_DEFAULTS.trial_lease,
+        metavar="SECONDS",
+        help="the breakers' trial_lease, to tell when trial permits expire "
+        "(default: %(default)s, the default trial_lease)",
+    )
 
     status = commands.add_parser(
         "status",
-        parents=[storage_options],
+        parents=[storage_options, lease_option],
         help="list the breakers in a storage",
-        description="List the breakers in a storage: state, failures within the "
-        "window, and time until a trial call is allowed.",
-    )
-    status.add_argument(
-        "--window",
-        type=_seconds,
-        default=CircuitBreakerConfig().window_size,
-        metavar="SECONDS",
-        help="count the failures of the last SECONDS "
-        "(default: %(default)s, the default window_size)",
+        description="List the breakers in a storage: state, time until a trial call "
+        "is allowed, the window's counts and the trial permits held.",
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument(
+        "--fail-if-open",
+        action="store_true",
+        help=f"exit with {_SOME_BREAKER_OPEN} when some breaker is open (for health checks)",
+    )
     status.set_defaults(run=_run_status)
+
+    watch = commands.add_parser(
+        "watch",
+        parents=[storage_options, lease_option],
+        help="redraw the status table until Ctrl-C",
+        description="Show the status table, redrawn every --interval seconds "
+        "until interrupted (Ctrl-C).",
+    )
+    watch.add_argument(
+        "--interval",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between two redraws (default: %(default)s)",
+    )
+    watch.set_defaults(run=_run_watch)
 
     reset = commands.add_parser(
         "reset",
         parents=[storage_options],
         help="close a breaker and clear its history",
-        description="Close a breaker and clear its failure history, for every "
-        "process that shares the storage.",
+        description="Close a breaker and clear its history, for every process "
+        "that shares the storage.",
     )
-    reset.add_argument("name", help="the breaker's name")
+    reset.add_argument("name", metavar="NAME", help="the breaker's name")
     reset.set_defaults(run=_run_reset)
 
     force_open = commands.add_parser(
@@ -123,10 +157,24 @@ def _parser() -> argparse.ArgumentParser:
         parents=[storage_options],
         help="open a breaker until it is reset",
         description="Open a breaker until `anybreaker reset`, for every process "
-        "that shares the storage.",
+        "that shares the storage. A name the storage does not hold yet is stored, open.",
     )
-    force_open.add_argument("name", help="the breaker's name")
+    force_open.add_argument("name", metavar="NAME", help="the breaker's name")
     force_open.set_defaults(run=_run_force_open)
+
+    open_for = commands.add_parser(
+        "open-for",
+        parents=[storage_options],
+        help="open a breaker for some seconds",
+        description="Open a breaker for exactly SECONDS, for every process that "
+        "shares the storage; then it admits a trial call. A name the storage "
+        "does not hold yet is stored, open.",
+    )
+    open_for.add_argument("name", metavar="NAME", help="the breaker's name")
+    open_for.add_argument(
+        "seconds", type=_seconds, metavar="SECONDS", help="how long it stays open"
+    )
+    open_for.set_defaults(run=_run_open_for)
 
     demo = commands.add_parser(
         "demo",
@@ -156,79 +204,121 @@ def _seconds(text: str) -> float:
     return value
 
 
-# -- status ----------------------------------------------------------------
+# -- status and watch ------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class _Row:
+    """One breaker, as ``status`` shows it at ``now``."""
+
     name: str
     state: CircuitState
     forced: bool
-    failures: int
     time_until_retry: float
+    window_size: float
+    """The window the counts were written for (0.0: nothing counted yet)."""
+    window: WindowStats
+    trials: tuple[float, ...]
+    """When each trial permit held now was granted, oldest first."""
 
 
-def _run_status(arguments: argparse.Namespace) -> int:
-    rows = _run(arguments, _status, arguments.url, arguments.window)
-    if arguments.json:
-        print(json.dumps([_json(row) for row in rows], indent=2))
-    elif rows:
-        _print_table(rows, arguments.window)
-    else:
-        print(f"no breakers in {arguments.url}")
-    return 0
-
-
-async def _status(url: str, window: float) -> list[_Row]:
-    config = CircuitBreakerConfig(window_size=window)
-    async with _open_storage(url) as storage:
-        records = [(name, await storage.get(name)) for name in await storage.names()]
+async def _rows(storage: Storage, lease: float) -> tuple[list[_Row], float]:
+    """Read every breaker of ``storage``; return the rows, by name, and the time read."""
+    records = [(name, await storage.get(name)) for name in sorted(await storage.names())]
     now = time.time()
-    return sorted(
-        (_row(name, record, config, now) for name, record in records if record),
-        key=lambda row: row.name,
-    )
+    config = CircuitBreakerConfig(trial_lease=lease)
+    return [_row(name, record, config, now) for name, record in records if record], now
 
 
 def _row(name: str, record: BreakerRecord, config: CircuitBreakerConfig, now: float) -> _Row:
     state = machine.view(record, config, now)
-    failures = machine.window_stats(record, config.window_size, now).failures
+    # A record counts its window for the window_size its writers were
+    # configured with; one that never counted anything has none.
+    window = (
+        machine.window_stats(record, record.window_size, now)
+        if record.window_size
+        else WindowStats(0, 0, 0, record.consecutive_failures, 0.0)
+    )
+    trials = sorted(
+        # A grant later than now (the clock stepped back) counts as now.
+        min(granted_at, now)
+        for _, granted_at in (record.trials if state is CircuitState.HALF_OPEN else ())
+    )
     return _Row(
         name=name,
         state=state,
         forced=record.forced and state is CircuitState.OPEN,
-        failures=failures if state is CircuitState.CLOSED else 0,
         time_until_retry=machine.time_until_retry(record, config, now),
+        window_size=record.window_size,
+        window=window,
+        trials=tuple(at for at in trials if now - at < config.trial_lease),
     )
 
 
-def _json(row: _Row) -> dict[str, Any]:
+def _run_status(arguments: argparse.Namespace) -> int:
+    rows, now = _run(arguments, _read, arguments.url, arguments.trial_lease)
+    if arguments.json:
+        print(json.dumps([_json(row, now, arguments.trial_lease) for row in rows], indent=2))
+    else:
+        print("\n".join(_table(rows, now, arguments.trial_lease) or [_none(arguments.url)]))
+    if arguments.fail_if_open and any(row.state is CircuitState.OPEN for row in rows):
+        return _SOME_BREAKER_OPEN
+    return 0
+
+
+async def _read(url: str, lease: float) -> tuple[list[_Row], float]:
+    async with _open_storage(url) as storage:
+        return await _rows(storage, lease)
+
+
+def _json(row: _Row, now: float, lease: float) -> dict[str, Any]:
     return {
         "name": row.name,
         "state": row.state.value,
         "forced": row.forced,
-        "failures": row.failures,
         # JSON has no infinity: a forced breaker waits for a reset, not a time.
         "time_until_retry": None if row.forced else round(row.time_until_retry, 3),
+        "window": {
+            "seconds": row.window_size,
+            "calls": row.window.calls,
+            "failures": row.window.failures,
+            "failure_rate": round(row.window.failure_rate, 4),
+            "slow_calls": row.window.slow_calls,
+            "consecutive_failures": row.window.consecutive_failures,
+        },
+        "trials": [
+            {"granted_at": round(at, 3), "expires_in": round(at + lease - now, 3)}
+            for at in row.trials
+        ],
     }
 
 
-def _print_table(rows: list[_Row], window: float) -> None:
-    header = ("NAME", "STATE", f"FAILURES ({window:g}s)", "RETRY IN")
-    lines = [header] + [
+_COLUMNS = ("NAME", "STATE", "RETRY IN", "WINDOW", "CALLS", "FAILURES", "RATE", "SLOW", "TRIALS")
+
+
+def _table(rows: list[_Row], now: float, lease: float) -> list[str]:
+    """The rows as aligned lines under a header; no lines for no rows."""
+    if not rows:
+        return []
+    cells = [_COLUMNS] + [
         (
             row.name,
             f"{row.state.value} (forced)" if row.forced else row.state.value,
-            str(row.failures),
             _retry_in(row),
+            f"{row.window_size:g}s" if row.window_size else "-",
+            str(row.window.calls),
+            str(row.window.failures),
+            f"{row.window.failure_rate:.0%}" if row.window.calls else "-",
+            str(row.window.slow_calls),
+            _trials(row, now, lease),
         )
         for row in rows
     ]
-    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
-    for line in lines:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        )
+    widths = [max(len(line[column]) for line in cells) for column in range(len(_COLUMNS))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in cells
+    ]
 
 
 def _retry_in(row: _Row) -> str:
@@ -239,30 +329,106 @@ def _retry_in(row: _Row) -> str:
     return "-"
 
 
-# -- reset and force-open --------------------------------------------------
+def _trials(row: _Row, now: float, lease: float) -> str:
+    if not row.trials:
+        return "-"
+    first = "expires" if len(row.trials) == 1 else "first expires"
+    return f"{len(row.trials)} ({first} in {row.trials[0] + lease - now:.1f}s)"
+
+
+def _none(url: str) -> str:
+    return f"no breakers in {_shown_url(url)}"
+
+
+def _run_watch(arguments: argparse.Namespace) -> int:
+    try:
+        _run(
+            arguments,
+            _watch,
+            arguments.url,
+            arguments.interval,
+            arguments.trial_lease,
+            sys.stdout,
+        )
+    except KeyboardInterrupt:
+        print()  # end the line ^C was echoed on
+    return 0
+
+
+async def _watch(url: str, interval: float, lease: float, out: TextIO) -> None:
+    """Redraw the table every ``interval`` seconds, until cancelled or interrupted."""
+    # On a terminal each frame replaces the last; elsewhere (a pipe, a log)
+    # frames follow each other, a blank line apart.
+    start = "\x1b[H\x1b[2J" if out.isatty() else "\n"
+    async with _open_storage(url) as storage:
+        first = True
+        while True:
+            try:
+                rows, now = await _rows(storage, lease)
+            except StorageError as error:
+                lines = [f"storage failed: {_describe(error)} (trying again)"]
+                now = time.time()
+            else:
+                lines = _table(rows, now, lease) or [_none(url)]
+            title = (
+                f"{_shown_url(url)} at {time.strftime('%H:%M:%S', time.localtime(now))}, "
+                f"every {interval:g}s (Ctrl-C to stop)"
+            )
+            out.write(
+                ("" if first and start == "\n" else start) + "\n".join([title, *lines]) + "\n"
+            )
+            out.flush()
+            first = False
+            await anyio.sleep(interval)
+
+
+# -- reset, force-open, open-for --------------------------------------------
 
 
 def _run_reset(arguments: argparse.Namespace) -> int:
-    old = _run(arguments, _change, arguments.url, arguments.name, CircuitBreaker.reset)
+    old = _run(arguments, _change, arguments.url, arguments.name, CircuitBreaker.reset, False)
     print(f"{arguments.name}: {old.value} -> closed (history cleared)")
     return 0
 
 
 def _run_force_open(arguments: argparse.Namespace) -> int:
-    old = _run(arguments, _change, arguments.url, arguments.name, CircuitBreaker.force_open)
+    old = _run(arguments, _change, arguments.url, arguments.name, CircuitBreaker.force_open, True)
     print(f"{arguments.name}: {old.value} -> forced open until `anybreaker reset {arguments.name}`")
     return 0
 
 
+def _run_open_for(arguments: argparse.Namespace) -> int:
+    seconds: float = arguments.seconds
+
+    async def open_for(breaker: CircuitBreaker) -> None:
+        await breaker.open_for(seconds)
+
+    old = _run(arguments, _change, arguments.url, arguments.name, open_for, True)
+    until = time.strftime("%H:%M:%S", time.localtime(time.time() + seconds))
+    print(f"{arguments.name}: {old.value} -> open for {seconds:g} s, until {until}")
+    return 0
+
+
 async def _change(
-    url: str, name: str, change: Callable[[CircuitBreaker], Awaitable[None]]
+    url: str, name: str, change: Callable[[CircuitBreaker], Awaitable[None]], new_ok: bool
 ) -> CircuitState:
-    """Apply ``change`` to the stored breaker ``name``; return the state it had."""
+    """Apply ``change`` to the breaker ``name``; return the state it had.
+
+    A name the storage does not hold is an error, unless ``new_ok``: then it
+    is noted on stderr (a typo shows there) and stored by the change.
+    """
     async with _open_storage(url) as storage:
         names = await storage.names()
         if name not in names:
             known = ", ".join(sorted(names)) or "none"
-            raise CommandError(f"no breaker named {name!r} in {url} (breakers: {known})")
+            where = f"{_shown_url(url)} (breakers: {known})"
+            if not new_ok:
+                raise CommandError(f"no breaker named {name!r} in {where}")
+            print(
+                f"anybreaker: note: {name!r} is a new breaker name in {where}; "
+                "every process that uses this name will find it open",
+                file=sys.stderr,
+            )
         # An operator's change must reach the storage or fail loudly, never
         # land in a process-local fallback that dies with this command.
         breaker = CircuitBreaker(name, storage=storage, on_storage_error="raise")
@@ -319,11 +485,20 @@ def _check_sqlite_file(url: str) -> None:
         raise CommandError(f"no SQLite database at {path} (not creating one){hint}")
 
 
+def _shown_url(url: str) -> str:
+    """``url`` with its password, if any, hidden."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
+
+
 def _require_trio(purpose: str) -> None:
     try:
         importlib.import_module("trio")
     except ImportError:
-        raise CommandError(f"{purpose}: pip install trio") from None
+        raise CommandError(f'{purpose}: pip install "anybreaker[trio]"') from None
 
 
 def _describe(error: BaseException) -> str:
@@ -358,9 +533,30 @@ def _run_demo(arguments: argparse.Namespace) -> int:
     except StorageError as error:
         raise CommandError(f"the demo failed: {_describe(error)}", _STORAGE_FAILED) from None
     if state is not CircuitState.CLOSED:
+        program = _program()
         url = "" if arguments.db == Path(DEMO_DATABASE) else f" --url sqlite:///{arguments.db}"
-        print(f"`anybreaker status{url}` lists it; `anybreaker reset model-api{url}` closes it.")
+        print(f"`{program} status{url}` shows it; `{program} reset model-api{url}` closes it.")
     return 0
+
+
+def _program() -> str:
+    """How a shell in the current directory runs this command line, as it is installed."""
+    scripts = sysconfig.get_path("scripts")
+    script = shutil.which("anybreaker", path=scripts)
+    if script is None:  # not installed with its script: run the module
+        return f"{_shown_path(sys.executable)} -m anybreaker"
+    on_path = shutil.which("anybreaker")
+    if on_path is not None and Path(on_path).resolve() == Path(script).resolve():
+        return "anybreaker"
+    return _shown_path(script)
+
+
+def _shown_path(path: str) -> str:
+    """``path`` for a shell: relative to the current directory when under it."""
+    relative = os.path.relpath(path)
+    if relative.startswith(os.pardir):
+        return shlex.quote(path)
+    return shlex.quote(relative if os.sep in relative else os.path.join(os.curdir, relative))
 
 
 if __name__ == "__main__":
