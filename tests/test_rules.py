@@ -240,6 +240,19 @@ async def test_a_slow_failure_counts_as_slow_and_as_failed(
     assert (stats.calls, stats.failures, stats.slow_calls) == (1, 1, 1)
 
 
+async def test_slow_calls_are_counted_without_a_slow_rule(
+    storage: Storage, clock: FakeClock
+) -> None:
+    """With slow_call_duration alone, slow calls show in the window and trip nothing."""
+    breaker = make(storage, clock, failure_threshold=5, slow_call_duration=1.0)
+    for _ in range(3):
+        await breaker.call(slow_call(clock, 2.0))
+    await breaker.call(slow_call(clock, 0.5))
+    stats = await breaker.get_window_stats()
+    assert (stats.calls, stats.slow_calls) == (4, 3)
+    assert breaker.state is CLOSED
+
+
 async def test_a_slow_trial_reopens_when_slow_calls_can_trip(
     storage: Storage, clock: FakeClock
 ) -> None:
@@ -395,12 +408,14 @@ async def test_call_timeout_leaves_quick_calls_and_outside_cancellation_alone(
     """A call within call_timeout succeeds; a cancellation from outside stays neutral."""
     breaker = make(storage, clock, failure_threshold=1, call_timeout=5.0)
     await breaker.call(anyio.sleep, 0)
+    async with breaker:
+        await anyio.sleep(0)
     with anyio.move_on_after(0.01):
         async with breaker:
             await anyio.sleep_forever()
     assert breaker.state is CLOSED
     stats = breaker.stats
-    assert (stats.successful_calls, stats.failed_calls, stats.total_calls) == (1, 0, 2)
+    assert (stats.successful_calls, stats.failed_calls, stats.total_calls) == (2, 0, 3)
 
 
 async def test_call_timeout_counts_even_when_timeouts_are_ignored(

@@ -65,6 +65,8 @@ class Watched:
         self.writing.set()
         if self.hold_writes is not None:
             await self.hold_writes.wait()
+        for _ in range(3):  # a write takes a while, as on a server
+            await anyio.lowlevel.checkpoint()
         return await self.inner.compare_and_set(name, expected_version, record)
 
     async def delete(self, name: str) -> None:
@@ -150,11 +152,14 @@ async def test_failures_during_a_write_join_the_next_one(
     watched = Watched(storage)
     breaker = make(watched, clock, failure_threshold=None, consecutive_failures=1000)
     watched.hold_writes = anyio.Event()
-    done = 0
+    raised = done = 0
 
     async def one_failure() -> None:
-        nonlocal done
-        await fail(breaker)
+        nonlocal raised, done
+        with pytest.raises(Boom):
+            async with breaker:
+                raised += 1
+                raise Boom
         done += 1
 
     with anyio.fail_after(30):
@@ -163,13 +168,32 @@ async def test_failures_during_a_write_join_the_next_one(
             await watched.writing.wait()
             for _ in range(20):
                 group.start_soon(one_failure)
-            for _ in range(20):
+            while raised < 21:  # each then waits for the write in flight
                 await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
             assert done == 0
             watched.hold_writes.set()
     assert done == 21
     assert watched.writes == 2
     assert (await breaker.get_window_stats()).failures == 21
+
+
+async def test_tasks_failing_in_a_loop_share_their_writes(
+    storage: Storage, clock: FakeClock
+) -> None:
+    """Ten tasks failing over and over: each write carries what arrived during the last one."""
+    watched = Watched(storage)
+    breaker = make(watched, clock, failure_threshold=None, consecutive_failures=10**6)
+
+    async def keep_failing() -> None:
+        await fail(breaker, 20)
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            for _ in range(10):
+                group.start_soon(keep_failing)
+    assert (await breaker.get_window_stats()).failures == 200
+    assert watched.writes <= 200 / 4, f"{watched.writes} writes for 200 failures"
 
 
 async def test_a_late_read_never_replaces_a_newer_record(

@@ -8,6 +8,7 @@ import itertools
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from types import TracebackType
@@ -213,7 +214,8 @@ class CircuitBreaker(OutcomeRecorder):
         """Call ``listener(change)`` (sync or async) on every state change seen."""
         if not callable(listener):
             raise TypeError(f"listener must be callable, got {listener!r}")
-        self._more().listeners.append(listener)
+        extra = self._more()
+        extra.listeners = (*extra.listeners, listener)
 
     def add_call_listener(self, listener: CallListener) -> None:
         """Call ``listener(event)`` (sync) with a ``CallEvent`` for every call, run or refused.
@@ -222,7 +224,8 @@ class CircuitBreaker(OutcomeRecorder):
         """
         if not callable(listener):
             raise TypeError(f"call listener must be callable, got {listener!r}")
-        self._more().call_listeners.append(listener)
+        extra = self._more()
+        extra.call_listeners = (*extra.call_listeners, listener)
         self._time_every_call()
 
     def _time_every_call(self) -> None:
@@ -267,6 +270,8 @@ class CircuitBreaker(OutcomeRecorder):
             scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
             scope.__enter__()
         ticket = _Ticket(self, generation, token, self._clock(), scope, _TICKETS.get())
+        if extra.tags is None:
+            extra.tags = set()
         extra.tags.add(ticket.id)
         _TICKETS.set(ticket)
         return self
@@ -315,16 +320,20 @@ class CircuitBreaker(OutcomeRecorder):
             return
         extra = self._more()
         ticket = _TICKETS.get()
-        if ticket is None or ticket.breaker is not self or ticket.id not in extra.tags:
+        tags = extra.tags
+        if ticket is None or ticket.breaker is not self or tags is None or ticket.id not in tags:
             # Entered without a ticket, before the generation changed: stale.
             self._untagged -= 1
             self._drained(extra)
             await self._finish(_STALE, None, exc, None)
             return
         _TICKETS.set(ticket.outer)
-        extra.tags.discard(ticket.id)
+        tags.discard(ticket.id)
         self._drained(extra)
-        if ticket.scope is not None and ticket.scope.__exit__(exc_type, exc, tb):
+        scope = ticket.scope
+        if scope is not None:
+            scope.__exit__(exc_type, exc, tb)
+        if scope is not None and scope.cancelled_caught:
             error = self._timed_out()
             await self._finish(
                 ticket.generation, ticket.token, error, ticket.started, outcome=Outcome.FAILURE
@@ -442,7 +451,10 @@ class CircuitBreaker(OutcomeRecorder):
             return False
         ticket: _Manual = (generation, token, self._clock() if self._per_call else None)
         if token is not None:
-            self._more().held.append((generation, token, ticket[2] or 0.0))
+            extra = self._more()
+            if extra.held is None:
+                extra.held = deque()
+            extra.held.append((generation, token, ticket[2] or 0.0))
         _MANUAL.set({**(_MANUAL.get() or {}), id(self): (self, ticket)})
         return True
 
@@ -464,7 +476,7 @@ class CircuitBreaker(OutcomeRecorder):
         if entry is not None and entry[0] is self:
             _MANUAL.set({key: value for key, value in tickets.items() if key != id(self)})
             generation, token, started = entry[1]
-            if token is not None and extra is not None:
+            if token is not None and extra is not None and extra.held:
                 for held in extra.held:
                     if held[1] == token:
                         extra.held.remove(held)

@@ -42,6 +42,7 @@ class Extra:
 
     __slots__ = (
         "adopted_at",
+        "batch",
         "call_listeners",
         "changes",
         "delivering",
@@ -58,32 +59,36 @@ class Extra:
         "state_changes",
         "tags",
         "tally",
+        "written",
     )
 
     def __init__(self, generation: int) -> None:
         self.failed = self.neutral = self.state_changes = 0
-        self.listeners: list[Listener] = []
-        self.call_listeners: list[CallListener] = []
+        self.listeners: tuple[Listener, ...] = ()
+        self.call_listeners: tuple[CallListener, ...] = ()
         self.per_call = False
         """Every call carries a ticket (timed calls, call events, shadow mode)."""
-        self.tags: set[int] = set()
-        self.held: deque[tuple[int, str, float]] = deque()
+        self.tags: set[int] | None = None
+        """The tickets of calls running with one (made with the first)."""
+        self.held: deque[tuple[int, str, float]] | None = None
+        """Trial permits taken by ``allow_request()`` and not yet given back."""
         self.lock: anyio.Lock | None = None
         """Held while this object writes: outcomes arriving meanwhile join the next write."""
         self.tally = Tally(generation)
         """Outcomes of the current generation not written yet."""
+        self.batch = 1
+        """The number of the pending counts, for group commit; written ones: ``written``."""
+        self.written = 0
         self.flush_due = -float("inf")
         self.outage: Outage | None = None
         self.ops = 0
         """Storage operations begun so far."""
         self.adopted_at = 0
         """``ops`` when the cached record was adopted: later operations see newer data."""
-        self.changes: deque[StateChange] = deque()
+        self.changes: deque[StateChange] | None = None
+        """State changes not yet told to listeners (made when there are listeners)."""
         self.delivering = False
         self.last_change_at = -float("inf")
-
-
-_NO_EXTRA: Final = Extra(0)
 
 
 class BreakerCore:
@@ -211,6 +216,8 @@ class BreakerCore:
             extra.state_changes += 1
             logger.info("circuit %r: %s -> %s", self._name, before.value, after.value)
             if extra.listeners:
+                if extra.changes is None:
+                    extra.changes = deque()
                 extra.changes.append(StateChange(self._name, before, after, at))
 
     async def _deliver(self) -> None:
@@ -224,10 +231,11 @@ class BreakerCore:
         if extra is None or not extra.changes or extra.delivering:
             return
         extra.delivering = True
+        changes = extra.changes
         try:
-            while extra.changes:
-                change = extra.changes.popleft()
-                for listener in list(extra.listeners):
+            while changes:
+                change = changes.popleft()
+                for listener in extra.listeners:
                     try:
                         result = listener(change)
                         if inspect.isawaitable(result):

@@ -102,17 +102,23 @@ class OutcomeRecorder(LiveCounting):
                 await self._write(self._trial(generation, token, outcome, slow))
             elif generation != self._record.generation or outcome is Outcome.NEUTRAL:
                 pass  # stale, or counted nowhere but in this object's stats
-            elif outcome is Outcome.SUCCESS and not (slow and self._slow_calls_trip()):
+            elif outcome is Outcome.SUCCESS and not slow:
                 if self._unsent_start <= now < self._unsent_until:
                     self._unsent += 1
                 else:
                     await self._success_slowly(now)
-            else:
+            elif not (
+                self._local is not None
+                and not extra.tally
+                and self._count_in_place(outcome, now, slow)
+            ):
+                # A failure, or a slow success: written at once if it can trip a rule.
                 self._tally().add(machine.bucket_start(now, self._config), outcome, slow)
-                if self._local is not None and extra.outage is None:
-                    self._store_local(self._outcomes, True)  # _commit(), without awaiting
-                else:
-                    await self._commit()
+                if outcome is Outcome.FAILURE or self._slow_calls_trip():
+                    if self._local is not None and extra.outage is None:
+                        self._store_local(self._outcomes, True)  # _commit(), without awaiting
+                    else:
+                        await self._commit()
         except Refused:
             pass  # "allow" and "reject": the counts stay pending
         except StorageError as error:
@@ -186,17 +192,22 @@ class OutcomeRecorder(LiveCounting):
                 await self._commit()
 
     async def _commit(self) -> None:
-        """Write the pending counts; outcomes arriving meanwhile join the next write."""
-        await self._write(self._outcomes, with_tally=True, grouped=True)
+        """Write the pending counts; outcomes arriving meanwhile join the next write.
+
+        The counts pending now are batch number ``extra.batch``; a caller
+        waits for the write in flight, then returns at once if that write
+        or a later one carried its batch.
+        """
+        await self._write(self._outcomes, with_tally=True, batch=self._more().batch)
 
     async def _write(
-        self, change: Change, *, with_tally: bool = False, grouped: bool = False
+        self, change: Change, *, with_tally: bool = False, batch: int | None = None
     ) -> bool:
         """Apply ``change`` with compare-and-set, one write of this object at a time.
 
-        ``with_tally``: the pending counts go with it. ``grouped``: a write
-        of the pending counts alone, skipped when an earlier write carried
-        them. Returns whether the write was made (or was not needed).
+        ``with_tally``: the pending counts go with it. ``batch``: a write of
+        the pending counts alone, skipped when that batch was written
+        already. Returns whether the write was made (or was not needed).
         Shielded from cancellation: a trial permit taken is also given back,
         and counts taken are not lost half-way.
         """
@@ -207,7 +218,7 @@ class OutcomeRecorder(LiveCounting):
             extra.lock = anyio.Lock()
         with anyio.CancelScope(shield=True):
             async with extra.lock:
-                if grouped and not extra.tally and not self._unsent:
+                if batch is not None and extra.written >= batch:
                     return True
                 return await self._store(change, with_tally)
         raise AssertionError("unreachable: the shield and the lock swallow nothing")
@@ -217,21 +228,26 @@ class OutcomeRecorder(LiveCounting):
         extra = self._more()
         now = self._clock()
         tally: Tally | None = None
+        taken = 0
         if with_tally:
             tally = self._tally()
             extra.tally = Tally(self._record.generation)
+            taken = extra.batch
+            extra.batch += 1
         record = self._record
         try:
             for _ in self._attempts():
                 new = change(record, now, tally)
                 if new is None:
                     tally = None  # stale counts, or nothing to change
+                    extra.written = max(extra.written, taken)
                     return True
                 basis = await self._swap(record, new, now)
                 if basis is None:
                     if tally and extra.outage is not None:
                         extra.outage.keep(tally)
                     tally = None
+                    extra.written = max(extra.written, taken)
                     return True
                 record = basis
             logger.info(
