@@ -144,7 +144,7 @@ class CircuitBreaker(OutcomeRecorder):
         self._untagged = 0
         self._per_call = False
         self._succeeded = self._rejected = 0
-        self._unsent = 0
+        self._filed = 0
         self._unsent_start = math.inf
         self._unsent_until = -math.inf
         self._extra: Extra | None = None
@@ -285,10 +285,9 @@ class CircuitBreaker(OutcomeRecorder):
         if not self._per_call:
             self._untagged -= 1
             if exc is None:
-                self._succeeded += 1
                 now = self._clock()  # _finish()'s success counting, written out
                 if self._unsent_start <= now < self._unsent_until:
-                    self._unsent += 1
+                    self._succeeded += 1
                     return
                 await self._success_slowly(now)
                 return
@@ -409,10 +408,9 @@ class CircuitBreaker(OutcomeRecorder):
             await self._finish(generation, token, timed_out, started, outcome=Outcome.FAILURE)
             raise timed_out
         if token is None and started is None and generation == self._record.generation:
-            self._succeeded += 1
             now = self._clock()
             if self._unsent_start <= now < self._unsent_until:
-                self._unsent += 1
+                self._succeeded += 1
             else:
                 await self._success_slowly(now)
         else:

@@ -98,6 +98,7 @@ class BreakerCore:
         "_clock",
         "_config",
         "_extra",
+        "_filed",
         "_local",
         "_name",
         "_per_call",
@@ -108,7 +109,6 @@ class BreakerCore:
         "_staleness",
         "_storage",
         "_succeeded",
-        "_unsent",
         "_unsent_start",
         "_unsent_until",
         "_untagged",
@@ -133,11 +133,11 @@ class BreakerCore:
     """Calls running that carry no ticket: they belong to the current generation."""
     _succeeded: int
     _rejected: int
-    _unsent: int
-    """Successes counted in the bucket at ``_unsent_start`` and not yet in the tally."""
+    _filed: int
+    """Of ``_succeeded``, the successes counted already: the rest wait in ``_unsent_start``."""
     _unsent_start: float
     _unsent_until: float
-    """Until then, a success only adds to ``_unsent`` (its bucket's end, or a flush)."""
+    """Until then a success only adds to ``_succeeded`` (its bucket's end, or a flush)."""
     _extra: Extra | None
 
     def _more(self) -> Extra:
@@ -181,7 +181,7 @@ class BreakerCore:
                 extra.tally = Tally(record.generation)
             else:
                 extra.tally.generation = record.generation
-            self._unsent = 0
+            self._filed = self._succeeded
         self._record = record
         self._read_at = now
         extra.adopted_at = extra.ops

@@ -114,10 +114,11 @@ class LiveCounting(StorageAccess):
                 live = self._live(now)
                 if live is None:
                     return False
-            if self._unsent:
+            unsent = self._succeeded - self._filed
+            if unsent:
                 # This object's successes so far came first.
-                live.window.add(self._unsent_start, Outcome.SUCCESS, count=self._unsent)
-                self._unsent = 0
+                live.window.add(self._unsent_start, Outcome.SUCCESS, count=unsent)
+                self._filed = self._succeeded
             live.window.add(live.start, outcome, slow, count)
             live.written = False
             config = self._config

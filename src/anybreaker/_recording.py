@@ -85,12 +85,21 @@ class OutcomeRecorder(LiveCounting):
         duration = 0.0 if started is None else now - started
         slow_after = self._config.slow_call_duration
         slow = slow_after is not None and duration > slow_after
+        unsent = (
+            outcome is Outcome.SUCCESS
+            and not slow
+            and token is None
+            and generation == self._record.generation
+            and not isinstance(exc, RetryAfter)
+        )
         if outcome is Outcome.FAILURE:
             extra.failed += 1
-        elif outcome is Outcome.SUCCESS:
-            self._succeeded += 1
-        else:
+        elif outcome is Outcome.NEUTRAL:
             extra.neutral += 1
+        elif not unsent:
+            # Counted in this object's stats, and already elsewhere (or nowhere).
+            self._succeeded += 1
+            self._filed += 1
         if extra.call_listeners:
             self._emit(CallEvent(self._name, outcome.value, duration, slow, now))
         try:
@@ -102,9 +111,9 @@ class OutcomeRecorder(LiveCounting):
                 await self._write(self._trial(generation, token, outcome, slow))
             elif generation != self._record.generation or outcome is Outcome.NEUTRAL:
                 pass  # stale, or counted nowhere but in this object's stats
-            elif outcome is Outcome.SUCCESS and not slow:
+            elif unsent:
                 if self._unsent_start <= now < self._unsent_until:
-                    self._unsent += 1
+                    self._succeeded += 1
                 else:
                     await self._success_slowly(now)
             elif not (
@@ -162,13 +171,18 @@ class OutcomeRecorder(LiveCounting):
     def _tally(self) -> Tally:
         """The pending counts, with the successes counted so far filed in."""
         tally = self._more().tally
-        if self._unsent:
-            tally.add(self._unsent_start, Outcome.SUCCESS, count=self._unsent)
-            self._unsent = 0
+        unsent = self._succeeded - self._filed
+        if unsent:
+            tally.add(self._unsent_start, Outcome.SUCCESS, count=unsent)
+            self._filed = self._succeeded
         return tally
 
     async def _success_slowly(self, now: float) -> None:
-        """Count a success at a bucket's end or a flush's time: file, maybe write."""
+        """Count a success at its bucket's end or a flush's time: file the earlier ones.
+
+        The success is not in ``_succeeded`` yet; the earlier ones not yet
+        filed belong to the bucket at ``_unsent_start``.
+        """
         extra = self._more()
         if extra.flush_due == -math.inf or extra.flush_due > now + FLUSH_INTERVAL:
             # The first success, or the clock stepped back: flush one interval from now.
@@ -176,18 +190,20 @@ class OutcomeRecorder(LiveCounting):
         due = now >= extra.flush_due
         if due:
             extra.flush_due = now + FLUSH_INTERVAL
-        start = machine.bucket_start(now, self._config)
-        self._unsent_start = start
-        self._unsent_until = min(start + self._config.bucket_width, extra.flush_due)
-        if (
+        in_place = (
             self._local is not None
             and not extra.tally
             and self._count_in_place(Outcome.SUCCESS, now)
-        ):
-            return
-        self._tally()
-        self._unsent = 1
-        if due:
+        )
+        if not in_place:
+            self._tally()
+        self._succeeded += 1
+        if in_place:
+            self._filed += 1
+        start = machine.bucket_start(now, self._config)
+        self._unsent_start = start
+        self._unsent_until = min(start + self._config.bucket_width, extra.flush_due)
+        if due and not in_place:
             with contextlib.suppress(Refused):
                 await self._commit()
 
