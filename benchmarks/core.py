@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import anyio.lowlevel
-from libraries import LIBRARIES, Floor, Library, Loop, available, mamba_module, noop
+import release
+from libraries import (
+    LIBRARIES,
+    RATE_SETTINGS,
+    Floor,
+    Library,
+    Loop,
+    available,
+    mamba_module,
+    noop,
+)
 from timing import RUNTIMES, median, paired_ratio, per_call
 
 # -- per-call cost, side by side -------------------------------------------------
+
+
+RATE_KINDS = {"closed_rate": "closed", "rejected_rate": "rejected"}
+"""Kinds measured with a failure-rate rule, and the kind a library without one offers."""
 
 
 @dataclass
@@ -21,17 +35,25 @@ class CallResults:
     """Per-call costs of every library, per runtime and kind, one entry per round."""
 
     costs: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
-    """(runtime, library key, "closed" | "rejected" | "failure") -> seconds per call."""
+    """(runtime, library key, kind) -> seconds per call; kinds: "closed", "rejected",
+    "failure", "closed_rate", "rejected_rate"."""
     skipped: dict[tuple[str, str], str] = field(default_factory=dict)
     """(runtime, library key) -> why it was not measured there."""
 
+    def series(self, runtime: str, key: str, kind: str) -> list[float]:
+        """The costs of ``key`` for ``kind``; a library without a rate rule offers its plain one."""
+        costs = self.costs.get((runtime, key, kind))
+        if costs is None and kind in RATE_KINDS and key != "anybreaker":
+            costs = self.costs.get((runtime, key, RATE_KINDS[kind]))
+        return costs or []
+
     def cost(self, runtime: str, key: str, kind: str) -> float:
         """Median cost per call over the rounds."""
-        return median(self.costs.get((runtime, key, kind), []))
+        return median(self.series(runtime, key, kind))
 
     def ratio(self, runtime: str, key: str, kind: str) -> float:
         """Median over rounds of (this library's cost / anybreaker's cost)."""
-        mine = self.costs.get((runtime, key, kind), [])
+        mine = self.series(runtime, key, kind)
         ours = self.costs.get((runtime, "anybreaker", kind), [])
         if not mine or len(mine) != len(ours):
             return float("nan")
@@ -40,10 +62,9 @@ class CallResults:
 
 async def _probe(library: Library) -> None:
     """Build every loop and run it a little: raise if the library fails here."""
-    for make in (library.make_closed, library.make_rejected, library.make_failure):
-        if make is not None:
-            loop = await make()
-            await loop(10)
+    for _, make in library.makers():
+        loop = await make()
+        await loop(10)
 
 
 def measure_calls(
@@ -76,18 +97,19 @@ def measure_calls(
             else:
                 measured[runtime].append(library)
 
+    counts = {
+        "closed": n_closed,
+        "rejected": n_rejected,
+        "failure": n_failures,
+        "closed_rate": n_closed,
+        "rejected_rate": n_rejected,
+    }
+
     async def one_round(runtime: str, order: list[Library]) -> None:
         for library in order:
-            kinds: list[tuple[str, Callable[[], Any] | None, int]] = [
-                ("closed", library.make_closed, n_closed),
-                ("rejected", library.make_rejected, n_rejected),
-                ("failure", library.make_failure, n_failures),
-            ]
-            for kind, make, n in kinds:
-                if make is None:
-                    continue
+            for kind, make in library.makers():
                 loop: Loop = await make()
-                cost = await per_call(loop, n)
+                cost = await per_call(loop, counts[kind])
                 results.costs.setdefault((runtime, library.key, kind), []).append(cost)
 
     for index in range(rounds):
@@ -97,6 +119,180 @@ def measure_calls(
             shift = index % len(order)
             anyio.run(one_round, runtime, order[shift:] + order[:shift], backend=runtime)
     return results
+
+
+# -- anybreaker against itself: release 0.1, call_timeout ------------------------------
+
+
+@dataclass
+class SeriesResults:
+    """Per-call costs of a few loops measured in the same rounds, one entry per round."""
+
+    series: list[str]
+    costs: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    """(runtime, series) -> seconds per call, per round."""
+    failed: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(runtime, series) -> the error that kept it from being measured there."""
+    skipped: str = ""
+    """Why nothing was measured, if so."""
+
+    def cost(self, runtime: str, series: str) -> float:
+        """Median cost per call over the rounds."""
+        return median(self.costs.get((runtime, series), []))
+
+    def ratio(self, runtime: str, series: str, base: str) -> float:
+        """Median over rounds of (``series`` cost / ``base`` cost)."""
+        mine = self.costs.get((runtime, series), [])
+        theirs = self.costs.get((runtime, base), [])
+        if not mine or len(mine) != len(theirs):
+            return float("nan")
+        return paired_ratio(mine, theirs)
+
+
+def measure_series(
+    makers: dict[str, Callable[[], Awaitable[Loop]]],
+    rounds: int,
+    n: int,
+    runtimes: tuple[str, ...] = RUNTIMES,
+) -> SeriesResults:
+    """Measure every loop of ``makers`` once per round, in a rotating order, under each runtime.
+
+    A loop that raises when first tried under a runtime is reported there
+    with its error, and left out of that runtime's rounds.
+    """
+    results = SeriesResults(list(makers))
+
+    async def probe(name: str) -> None:
+        loop = await makers[name]()
+        await loop(10)
+
+    measured: dict[str, list[str]] = {}
+    for runtime in runtimes:
+        measured[runtime] = []
+        for name in makers:
+            try:
+                anyio.run(probe, name, backend=runtime)
+            except Exception as error:  # a loop that cannot run here is reported
+                results.failed[runtime, name] = f"{type(error).__name__}: {error}"
+            else:
+                measured[runtime].append(name)
+
+    async def one_round(order: list[str], runtime: str) -> None:
+        for name in order:
+            loop = await makers[name]()
+            results.costs.setdefault((runtime, name), []).append(await per_call(loop, n))
+
+    for index in range(rounds):
+        for runtime in runtimes:
+            names = measured[runtime]
+            if not names:
+                continue
+            shift = index % len(names)
+            anyio.run(one_round, names[shift:] + names[:shift], runtime, backend=runtime)
+    return results
+
+
+def _closed_loop(breaker: Any) -> Loop:
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            async with breaker:
+                await noop()
+
+    return loop
+
+
+def _call_loop(breaker: Any) -> Loop:
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            await breaker.call(noop)
+
+    return loop
+
+
+RELEASE_SERIES = ("release 0.1", "current", "current, rate rule")
+
+
+def measure_release(rounds: int, n: int) -> SeriesResults:
+    """A closed call on release 0.1 (success not counted) and on the current code (counted)."""
+    try:
+        old = release.load()
+    except RuntimeError as error:
+        return SeriesResults(list(RELEASE_SERIES), skipped=str(error))
+    from anybreaker import CircuitBreaker
+
+    async def release_closed() -> Loop:
+        return _closed_loop(old.CircuitBreaker("bench"))
+
+    async def current_closed() -> Loop:
+        return _closed_loop(CircuitBreaker("bench"))
+
+    async def current_rate() -> Loop:
+        return _closed_loop(CircuitBreaker("bench", **RATE_SETTINGS))
+
+    makers = dict(zip(RELEASE_SERIES, (release_closed, current_closed, current_rate), strict=True))
+    return measure_series(makers, rounds, n)
+
+
+TIMEOUT = 10.0
+TIMEOUT_SERIES = (
+    "async with, call_timeout=10",
+    "async with, no call_timeout",
+    "call(), call_timeout=10",
+    "call(), no call_timeout",
+    "fail_after(10) alone",
+    "async with around fail_after(10)",
+)
+
+
+def measure_timeout(rounds: int, n: int) -> SeriesResults:
+    """A closed call with ``call_timeout``, against ``anyio.fail_after`` and a plain closed call.
+
+    Both ways to guard a call are measured (``async with`` and ``call()``):
+    they bound the call differently (a cancel scope opened in
+    ``__aenter__`` and closed in ``__aexit__``, or one around the await).
+    """
+    from anybreaker import CircuitBreaker
+
+    async def with_timeout() -> Loop:
+        return _closed_loop(CircuitBreaker("bench", call_timeout=TIMEOUT))
+
+    async def plain() -> Loop:
+        return _closed_loop(CircuitBreaker("bench"))
+
+    async def call_with_timeout() -> Loop:
+        return _call_loop(CircuitBreaker("bench", call_timeout=TIMEOUT))
+
+    async def call_plain() -> Loop:
+        return _call_loop(CircuitBreaker("bench"))
+
+    async def fail_after() -> Loop:
+        async def loop(n: int) -> None:
+            for _ in range(n):
+                with anyio.fail_after(TIMEOUT):
+                    await noop()
+
+        return loop
+
+    async def breaker_and_fail_after() -> Loop:
+        breaker = CircuitBreaker("bench")
+
+        async def loop(n: int) -> None:
+            for _ in range(n):
+                async with breaker:
+                    with anyio.fail_after(TIMEOUT):
+                        await noop()
+
+        return loop
+
+    makers = (
+        with_timeout,
+        plain,
+        call_with_timeout,
+        call_plain,
+        fail_after,
+        breaker_and_fail_after,
+    )
+    return measure_series(dict(zip(TIMEOUT_SERIES, makers, strict=True)), rounds, n)
 
 
 # -- memory per idle named breaker ---------------------------------------------
@@ -160,6 +356,24 @@ def _mamba_dict(names: list[str]) -> object:
     return {name: mamba.CircuitBreaker(name) for name in names}
 
 
+def _interlock_dict(names: list[str]) -> object:
+    import interlock
+
+    return {name: interlock.CircuitBreaker(name=name) for name in names}
+
+
+def _grelmicro_dict(names: list[str]) -> object:
+    from grelmicro.resilience import CircuitBreaker
+    from grelmicro.resilience.circuitbreaker.memory import MemoryCircuitBreakerAdapter
+
+    backend = MemoryCircuitBreakerAdapter()
+    return backend, {name: CircuitBreaker(name, backend=backend) for name in names}
+
+
+GRELMICRO_MEMORY_COUNT = 5_000
+"""grelmicro resolves its settings (pydantic, the environment) for every breaker it
+builds, about a millisecond each: it is measured on fewer breakers."""
+
 MEMORY_CASES: list[tuple[str, str, Callable[[list[str]], object]]] = [
     ("anybreaker", "CircuitBreakerRegistry().get(name)", _anybreaker_registry),
     ("anybreaker", "{name: CircuitBreaker(name)}", _anybreaker_dict),
@@ -173,6 +387,8 @@ MEMORY_CASES: list[tuple[str, str, Callable[[list[str]], object]]] = [
     ("circuitbreaker", "{name: CircuitBreaker(name=name)}", _circuitbreaker_dict),
     ("pybreaker", "{name: CircuitBreaker(name=name)}", _pybreaker_dict),
     ("mamba-agents", "{name: CircuitBreaker(name)}", _mamba_dict),
+    ("interlock-cb", "{name: CircuitBreaker(name=name)}", _interlock_dict),
+    ("grelmicro", "{name: CircuitBreaker(name, backend=shared)}", _grelmicro_dict),
 ]
 
 
@@ -195,11 +411,16 @@ def measure_memory(count: int) -> list[MemoryResult]:
     results: list[MemoryResult] = []
     names = [f"dependency-{index}" for index in range(count)]
     for library, how, build in MEMORY_CASES:
+        held_names = names
+        note = ""
+        if library == "grelmicro" and count > GRELMICRO_MEMORY_COUNT:
+            held_names = names[:GRELMICRO_MEMORY_COUNT]
+            note = f"{GRELMICRO_MEMORY_COUNT:,} breakers"
         gc.collect()
         tracemalloc.start()
         try:
             before = tracemalloc.get_traced_memory()[0]
-            held = build(names)
+            held = build(held_names)
             gc.collect()
             after = tracemalloc.get_traced_memory()[0]
         except Exception as error:  # a missing competitor is reported, not fatal
@@ -208,7 +429,7 @@ def measure_memory(count: int) -> list[MemoryResult]:
         finally:
             tracemalloc.stop()
         del held
-        results.append(MemoryResult(library, how, (after - before) / count))
+        results.append(MemoryResult(library, how, (after - before) / len(held_names), note))
     return results
 
 

@@ -5,47 +5,41 @@ sits between the loop and the breaker: a closed-state call around a no-op
 coroutine, a call rejected by an open breaker, and a failed call recorded
 by a closed breaker that never opens. ``make_closed``, ``make_rejected`` and
 ``make_failure`` build a fresh breaker (opened by real failures for the
-rejected loop) and return ``loop(n)``, which makes ``n`` calls.
+rejected loop) and return ``loop(n)``, which makes ``n`` calls. Libraries
+with a failure-rate rule also build their closed and rejected loops with
+that rule set (``make_closed_rate``, ``make_rejected_rate``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import sys
-import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import metadata
 from types import ModuleType
+from typing import Any
 
 Loop = Callable[[int], Awaitable[None]]
 
-# A breaker that records failures one after another without ever opening:
-# a threshold never reached, and (where failures are kept by time) a window
-# so short that the breaker's history stays the size of an ordinary one.
+# A breaker that records failures one after another without ever opening: a
+# threshold never reached, every other setting (the window included) left at
+# the library's default.
 NEVER = 10**9
-SHORT_WINDOW = 0.0005
 
-
-class SteppingClock:
-    """A clock that moves on one second at every read.
-
-    anybreaker keeps the time of each failure inside ``window_size`` and
-    prunes that list at every failure. With this clock and a window of a few
-    seconds the list holds two or three failures however fast failures come,
-    so the measurement does not depend on the breaker's own speed.
-    """
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        self.now += 1.0
-        return self.now
-
+# The failure-rate rule the rate comparison sets: open at 50 % failures once
+# the window holds 10 calls, and no count rule beside it.
+RATE_SETTINGS: dict[str, Any] = {
+    "failure_threshold": None,
+    "failure_rate_threshold": 0.5,
+    "minimum_calls": 10,
+}
+RATE_TRIP = 10
+"""Failures in a row that open a breaker under ``RATE_SETTINGS``."""
 
 # Long enough that no open breaker half-opens during a run.
 OPEN_FOR = 3600.0
@@ -76,7 +70,7 @@ class Floor:
 
 @dataclass
 class Library:
-    """One library under test: how to name it and build its two loops."""
+    """One library under test: how to name it and build its loops."""
 
     key: str
     label: str
@@ -86,12 +80,29 @@ class Library:
     how: str
     """How the call is made, for the table's notes."""
     make_failure: Callable[[], Awaitable[Loop]] | None = None
+    make_closed_rate: Callable[[], Awaitable[Loop]] | None = None
+    """The closed loop with a failure-rate rule set, for libraries that have one."""
+    make_rejected_rate: Callable[[], Awaitable[Loop]] | None = None
+    rule: str = ""
+    """The library's trip rule at the settings measured, for the table's notes."""
+    rate_rule: str = ""
 
     def version(self) -> str:
         """The installed version of the library, or a dash for the floor."""
         if self.distribution is None:
             return "-"
         return metadata.version(self.distribution)
+
+    def makers(self) -> list[tuple[str, Callable[[], Awaitable[Loop]]]]:
+        """Every loop this library measures, by kind."""
+        kinds = [
+            ("closed", self.make_closed),
+            ("rejected", self.make_rejected),
+            ("failure", self.make_failure),
+            ("closed_rate", self.make_closed_rate),
+            ("rejected_rate", self.make_rejected_rate),
+        ]
+        return [(kind, make) for kind, make in kinds if make is not None]
 
 
 # -- floor -----------------------------------------------------------------
@@ -141,11 +152,11 @@ async def floor_closed() -> Loop:
 # -- anybreaker ------------------------------------------------------------
 
 
-async def anybreaker_closed() -> Loop:
+async def anybreaker_closed(**settings: Any) -> Loop:
     """``async with breaker:`` on a closed in-memory anybreaker."""
     from anybreaker import CircuitBreaker
 
-    breaker = CircuitBreaker("bench")
+    breaker = CircuitBreaker("bench", **settings)
 
     async def loop(n: int) -> None:
         for _ in range(n):
@@ -155,16 +166,17 @@ async def anybreaker_closed() -> Loop:
     return loop
 
 
-async def anybreaker_rejected() -> Loop:
+async def anybreaker_rejected(**settings: Any) -> Loop:
     """A call refused by an anybreaker that real failures opened."""
     from anybreaker import CircuitBreaker, CircuitBreakerOpenError
 
-    breaker = CircuitBreaker("bench", failure_threshold=5, timeout=OPEN_FOR)
-    for _ in range(5):
+    settings = {"failure_threshold": 5, **settings}
+    breaker = CircuitBreaker("bench", timeout=OPEN_FOR, **settings)
+    for _ in range(RATE_TRIP):
         try:
             async with breaker:
                 await fail()
-        except Boom:
+        except (Boom, CircuitBreakerOpenError):
             pass
     assert breaker.is_open
 
@@ -179,13 +191,21 @@ async def anybreaker_rejected() -> Loop:
     return loop
 
 
+async def anybreaker_closed_rate() -> Loop:
+    """``async with breaker:`` on a closed anybreaker with the failure-rate rule."""
+    return await anybreaker_closed(**RATE_SETTINGS)
+
+
+async def anybreaker_rejected_rate() -> Loop:
+    """A call refused by an anybreaker that the failure-rate rule opened."""
+    return await anybreaker_rejected(**RATE_SETTINGS)
+
+
 async def anybreaker_failure() -> Loop:
-    """A failed call recorded by an anybreaker that never opens."""
+    """A failed call recorded by an anybreaker that never opens (default 60 s window)."""
     from anybreaker import CircuitBreaker
 
-    breaker = CircuitBreaker(
-        "bench", failure_threshold=NEVER, window_size=2.5, clock=SteppingClock()
-    )
+    breaker = CircuitBreaker("bench", failure_threshold=NEVER)
 
     async def loop(n: int) -> None:
         for _ in range(n):
@@ -507,10 +527,149 @@ async def mamba_rejected() -> Loop:
 async def mamba_failure() -> Loop:
     """A failed call recorded by mamba-agents' breaker that never opens."""
     mamba = mamba_module()
-    breaker = mamba.CircuitBreaker(
-        "bench",
-        mamba.CircuitBreakerConfig(failure_threshold=NEVER, window_size=SHORT_WINDOW),
-    )
+    breaker = mamba.CircuitBreaker("bench", mamba.CircuitBreakerConfig(failure_threshold=NEVER))
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:
+                async with breaker:
+                    await fail()
+            except Boom:
+                pass
+
+    return loop
+
+
+# -- interlock-cb ----------------------------------------------------------------
+
+
+def _interlock_breaker(**config: Any) -> Any:
+    from interlock import CircuitBreaker, Config, WindowType
+
+    if "window_type" in config:
+        config["window_type"] = WindowType(config["window_type"])
+    return CircuitBreaker(name="bench", config=Config(**config) if config else None)
+
+
+# interlock-cb's failure-rate rule over a 60-second window, as the rate comparison sets it.
+INTERLOCK_RATE: dict[str, Any] = {
+    "failure_rate_threshold": 0.5,
+    "minimum_number_of_calls": 10,
+    "window_type": "time_based",
+    "window_size": 60,
+}
+
+
+async def interlock_closed(**config: Any) -> Loop:
+    """A call of an ``async def`` decorated with ``@breaker`` (interlock-cb's quickstart)."""
+    guarded = _interlock_breaker(**config)(noop)
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            await guarded()
+
+    return loop
+
+
+async def interlock_rejected(**config: Any) -> Loop:
+    """A refused decorated call on an interlock-cb breaker opened by failures."""
+    from interlock import CircuitOpenError, State
+
+    breaker = _interlock_breaker(wait_duration_in_open=OPEN_FOR, **config)
+    guarded = breaker(noop)
+    failing = breaker(fail)
+    for _ in range(RATE_TRIP):
+        with contextlib.suppress(Boom):
+            await failing()
+    assert breaker.state is State.OPEN
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:  # noqa: SIM105 - suppress() would add its own cost to the loop
+                await guarded()
+            except CircuitOpenError:
+                pass
+
+    return loop
+
+
+async def interlock_closed_rate() -> Loop:
+    """The decorated call on interlock-cb's rate breaker over a 60 s time window."""
+    return await interlock_closed(**INTERLOCK_RATE)
+
+
+async def interlock_rejected_rate() -> Loop:
+    """A refused call on interlock-cb's rate breaker (60 s time window) opened by failures."""
+    return await interlock_rejected(**INTERLOCK_RATE)
+
+
+async def interlock_failure() -> Loop:
+    """A failed decorated call recorded by an interlock-cb breaker that never opens."""
+    failing = _interlock_breaker(minimum_number_of_calls=NEVER)(fail)
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:  # noqa: SIM105 - suppress() would add its own cost to the loop
+                await failing()
+            except Boom:
+                pass
+
+    return loop
+
+
+# -- grelmicro ----------------------------------------------------------------------
+
+
+async def _grelmicro_breaker(**settings: Any) -> Any:
+    """A grelmicro breaker on a per-process in-memory backend, opened as its docs show."""
+    from grelmicro.resilience import CircuitBreaker
+    from grelmicro.resilience.circuitbreaker.memory import MemoryCircuitBreakerAdapter
+
+    backend = await MemoryCircuitBreakerAdapter().__aenter__()  # captures the running loop
+    if not settings:
+        return CircuitBreaker("bench", backend=backend)
+    return CircuitBreaker.consecutive_count("bench", backend=backend, **settings)
+
+
+async def grelmicro_closed() -> Loop:
+    """``async with breaker:`` on a grelmicro breaker with the in-memory backend."""
+    breaker = await _grelmicro_breaker()
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            async with breaker:
+                await noop()
+
+    return loop
+
+
+async def grelmicro_rejected() -> Loop:
+    """A refused ``async with`` on a grelmicro breaker opened by failures."""
+    from grelmicro.resilience import CircuitBreakerError, CircuitBreakerState
+
+    breaker = await _grelmicro_breaker(error_threshold=5, reset_timeout=OPEN_FOR)
+    for _ in range(5):
+        try:
+            async with breaker:
+                await fail()
+        except Boom:
+            pass
+    assert breaker.state is CircuitBreakerState.OPEN
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            try:
+                async with breaker:
+                    await noop()
+            except CircuitBreakerError:
+                pass
+
+    return loop
+
+
+async def grelmicro_failure() -> Loop:
+    """A failed call recorded by a grelmicro breaker that never opens."""
+    breaker = await _grelmicro_breaker(error_threshold=NEVER)
 
     async def loop(n: int) -> None:
         for _ in range(n):
@@ -540,6 +699,10 @@ LIBRARIES: list[Library] = [
         anybreaker_rejected,
         "async with breaker",
         make_failure=anybreaker_failure,
+        make_closed_rate=anybreaker_closed_rate,
+        make_rejected_rate=anybreaker_rejected_rate,
+        rule="5 failures in 60 s",
+        rate_rule="50 % failures of at least 10 calls in 60 s",
     ),
     Library(
         "aiobreaker",
@@ -549,6 +712,7 @@ LIBRARIES: list[Library] = [
         aiobreaker_rejected,
         "await breaker.call_async(fn)",
         make_failure=aiobreaker_failure,
+        rule="5 failures in a row",
     ),
     Library(
         "purgatory",
@@ -558,6 +722,7 @@ LIBRARIES: list[Library] = [
         purgatory_rejected,
         "async with breaker (object reused)",
         make_failure=purgatory_failure,
+        rule="5 failures in a row",
     ),
     Library(
         "circuitbreaker",
@@ -567,6 +732,7 @@ LIBRARIES: list[Library] = [
         circuitbreaker_rejected,
         "@breaker on an async def",
         make_failure=circuitbreaker_failure,
+        rule="5 failures in a row",
     ),
     Library(
         "pybreaker",
@@ -576,6 +742,7 @@ LIBRARIES: list[Library] = [
         pybreaker_rejected,
         "await breaker.call(fn) (sync call)",
         make_failure=pybreaker_failure,
+        rule="5 failures in a row",
     ),
     Library(
         "mamba",
@@ -585,6 +752,30 @@ LIBRARIES: list[Library] = [
         mamba_rejected,
         "async with breaker",
         make_failure=mamba_failure,
+        rule="5 failures in 60 s",
+    ),
+    Library(
+        "interlock",
+        "interlock-cb",
+        "interlock-cb",
+        interlock_closed,
+        interlock_rejected,
+        "@breaker on an async def",
+        make_failure=interlock_failure,
+        make_closed_rate=interlock_closed_rate,
+        make_rejected_rate=interlock_rejected_rate,
+        rule="50 % failures of at least 10 of the last 100 calls",
+        rate_rule="50 % failures of at least 10 calls in 60 s",
+    ),
+    Library(
+        "grelmicro",
+        "grelmicro",
+        "grelmicro",
+        grelmicro_closed,
+        grelmicro_rejected,
+        "async with breaker (in-memory backend)",
+        make_failure=grelmicro_failure,
+        rule="5 failures in a row",
     ),
 ]
 
@@ -603,5 +794,6 @@ def available(library: Library) -> str | None:
 
 
 def quiet_warnings() -> None:
-    """Silence competitors' deprecation warnings (aiobreaker's ``utcnow``)."""
+    """Silence competitors' deprecation warnings and grelmicro's state-change log lines."""
     warnings.simplefilter("ignore", DeprecationWarning)
+    logging.getLogger("grelmicro").addHandler(logging.NullHandler())

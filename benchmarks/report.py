@@ -13,7 +13,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from core import CallResults, FlatResults, MemoryResult
+from contention import CONTENDERS_BY_KEY, DATABASES, P99_TARGET, ContentionResults
+from core import (
+    RELEASE_SERIES,
+    TIMEOUT_SERIES,
+    CallResults,
+    FlatResults,
+    MemoryResult,
+    SeriesResults,
+)
 from libraries import LIBRARIES
 from storages import KINDS_BY_KEY, StorageResults
 from timing import RUNTIMES, micro
@@ -22,13 +30,17 @@ MEMORY_TARGET = 300.0
 FLAT_TARGET = 1.2
 SQLITE_CLOSED_TARGET = 3.0
 SQLITE_FAILURE_TARGET = 2.0
+RELEASE_TARGET = 1.3
 CALL_KINDS = ("closed", "rejected", "failure")
+RATE_CALL_KINDS = ("closed_rate", "rejected_rate")
 CALL_TARGETS = {
-    "closed": "closed call cheaper than every other library",
-    "rejected": "rejected call cheaper than every other library",
-    "failure": "recorded failure cheaper than every other library (not a target)",
+    "closed": "closed call (default rule) cheaper than every other library",
+    "rejected": "rejected call (default rule) cheaper than every other library",
+    "failure": "recorded failure in memory ({n_failures:,} in a row, default window) cheaper "
+    "than every other library",
+    "closed_rate": "closed call with the failure-rate rule cheaper than every other library",
+    "rejected_rate": "rejected call with the failure-rate rule cheaper than every other library",
 }
-TARGETED_KINDS = ("closed", "rejected")
 TIMES = "\u00d7"  # the multiplication sign, written so that no linter mistakes it for x
 
 VERSIONED = [
@@ -40,11 +52,14 @@ VERSIONED = [
     "circuitbreaker",
     "pybreaker",
     "mamba-agents",
+    "interlock-cb",
+    "grelmicro",
     "sqlalchemy",
     "aiosqlite",
     "psycopg",
     "asyncpg",
     "coredis",
+    "redis",
 ]
 
 
@@ -56,10 +71,13 @@ class Results:
     settings: dict[str, Any]
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     calls: CallResults | None = None
+    release: SeriesResults | None = None
+    timeout: SeriesResults | None = None
     memory: list[MemoryResult] | None = None
     breakers: FlatResults | None = None
     tasks: FlatResults | None = None
     storages: StorageResults | None = None
+    contention: ContentionResults | None = None
 
 
 def machine() -> str:
@@ -127,7 +145,7 @@ def targets(results: Results) -> list[tuple[str, str, bool | None]]:
     checks: list[tuple[str, str, bool | None]] = []
     calls = results.calls
     if calls is not None:
-        for kind in CALL_KINDS:
+        for kind in CALL_KINDS + RATE_CALL_KINDS:
             for runtime in RUNTIMES:
                 worst = None
                 for library in LIBRARIES:
@@ -141,9 +159,23 @@ def targets(results: Results) -> list[tuple[str, str, bool | None]]:
                 if worst is not None:
                     checks.append(
                         (
-                            f"{CALL_TARGETS[kind]} ({runtime})",
+                            f"{CALL_TARGETS[kind].format(**results.settings)} ({runtime})",
                             f"closest: {worst[0]} at {worst[1]:.2f}{TIMES} anybreaker's cost",
-                            worst[1] > 1.0 if kind in TARGETED_KINDS else None,
+                            worst[1] > 1.0,
+                        )
+                    )
+    release = results.release
+    if release is not None:
+        for series in RELEASE_SERIES[1:]:
+            for runtime in RUNTIMES:
+                ratio = release.ratio(runtime, series, RELEASE_SERIES[0])
+                if not math.isnan(ratio):
+                    checks.append(
+                        (
+                            f"closed success, counted ({series}), ≤ {RELEASE_TARGET}{TIMES} "
+                            f"release 0.1's uncounted one ({runtime})",
+                            f"{ratio:.2f}{TIMES}",
+                            ratio <= RELEASE_TARGET,
                         )
                     )
     if results.memory is not None:
@@ -203,13 +235,37 @@ def targets(results: Results) -> list[tuple[str, str, bool | None]]:
                         failure <= SQLITE_FAILURE_TARGET,
                     )
                 )
-        for (kind, runtime), figures in storages.processes.items():
+    contention = results.contention
+    if contention is not None:
+        for (key, runtime), runs in contention.runs.items():
+            contender = CONTENDERS_BY_KEY[key]
+            if contender.library != "anybreaker":
+                continue
+            where = f"{DATABASES[contender.database]}, {contender.driver}, {runtime}"
+            lost = contention.lost(key, runtime)
+            other = contention.other_errors(key, runtime)
             checks.append(
                 (
-                    f"{kind}: {figures['processes']} processes on one breaker lose no "
-                    f"outcome and raise nothing but the guarded error ({runtime})",
-                    f"lost {figures['lost']}, other errors {figures['other_errors']}",
-                    figures["lost"] == 0 and figures["other_errors"] == 0,
+                    f"contention: 0 outcomes lost, nothing but the guarded error raised ({where})",
+                    f"lost {lost} of {contention.expected * len(runs):,}, other errors {other}",
+                    lost == 0 and other == 0,
+                )
+            )
+            ratio = contention.wall_ratio(key, runtime)
+            if not math.isnan(ratio):
+                checks.append(
+                    (
+                        f"contention: wall time ≤ grelmicro's on the same database ({where})",
+                        f"{ratio:.2f}{TIMES} grelmicro's",
+                        ratio <= 1.0,
+                    )
+                )
+            p99 = contention.figure(key, runtime, "p99")
+            checks.append(
+                (
+                    f"contention: p99 of a failing call < {P99_TARGET * 1e3:.0f} ms ({where})",
+                    f"{p99 * 1e3:.1f} ms",
+                    p99 < P99_TARGET,
                 )
             )
     return checks
@@ -234,57 +290,11 @@ def markdown(results: Results, chart: str | None) -> str:
     ]
     calls = results.calls
     if calls is not None:
-        lines += [
-            "### Per call, in memory (µs)",
-            "",
-            "Each cell: µs per call (ratio to anybreaker's cost in the same rounds).",
-            "",
-            f"Closed: `async with breaker:` around a no-op coroutine "
-            f"({results.settings['n_closed']:,} calls per measurement). Rejected: a "
-            f"call refused by a breaker opened by real failures "
-            f"({results.settings['n_rejected']:,} calls). Failure: a failed call "
-            f"recorded by a closed breaker that never opens "
-            f"({results.settings['n_failures']:,} calls).",
-            "",
-        ]
-        header = ["library", "version", "call"]
-        for kind in CALL_KINDS:
-            for runtime in RUNTIMES:
-                header.append(f"{kind}, {runtime}")
-        rows = []
-        for library in LIBRARIES:
-            row = [
-                library.label,
-                library.version() if not _skipped_all(calls, library.key) else "-",
-                library.how,
-            ]
-            for kind in CALL_KINDS:
-                for runtime in RUNTIMES:
-                    if (runtime, library.key) in calls.skipped:
-                        row.append("not measured")
-                        continue
-                    cell = micro(calls.cost(runtime, library.key, kind))
-                    if library.key != "anybreaker" and cell != "-":
-                        cell += f" ({_ratio(calls.ratio(runtime, library.key, kind))})"
-                    row.append(cell)
-            rows.append(row)
-        lines += _table(header, rows)
-        lines.append("")
-        labels = {library.key: library.label for library in LIBRARIES}
-        for (runtime, key), reason in sorted(calls.skipped.items()):
-            lines.append(f"- {labels[key]} not measured under {runtime}: {reason}")
-        if not calls.skipped:
-            lines.append(
-                "- Every library runs under both asyncio and trio here: none of "
-                "their in-memory paths touches the event loop."
-            )
-        lines += [
-            "- pybreaker's `call` is synchronous (its async path needs tornado): it "
-            "makes the coroutine, and the loop awaits it outside the breaker, so "
-            "pybreaker never sees the coroutine's outcome; its failure loop calls "
-            "a synchronous function that raises.",
-            "",
-        ]
+        lines += _call_tables(results, calls)
+    if results.release is not None:
+        lines += _release_table(results, results.release)
+    if results.timeout is not None:
+        lines += _timeout_tables(results, results.timeout)
     if results.memory is not None:
         lines += [
             f"### Memory per idle named breaker ({results.settings['memory_count']:,} breakers)",
@@ -301,6 +311,7 @@ def markdown(results: Results, chart: str | None) -> str:
                     f"not measured ({entry.note})"
                     if entry.bytes_per_breaker is None
                     else f"{entry.bytes_per_breaker:.0f}"
+                    + (f" (held {entry.note})" if entry.note else "")
                 ),
             ]
             for entry in results.memory
@@ -365,6 +376,8 @@ def markdown(results: Results, chart: str | None) -> str:
     storages = results.storages
     if storages is not None:
         lines += _storage_tables(results, storages)
+    if results.contention is not None:
+        lines += _contention_table(results.contention)
     checks = targets(results)
     if checks:
         lines += ["### Targets", ""]
@@ -380,6 +393,224 @@ def markdown(results: Results, chart: str | None) -> str:
     if chart:
         lines += [f"![Per-call cost of each library and storage]({chart})", ""]
     return "\n".join(lines)
+
+
+def _call_tables(results: Results, calls: CallResults) -> list[str]:
+    settings = results.settings
+    lines = [
+        "### Per call, in memory (µs)",
+        "",
+        "Each cell: µs per call (ratio to anybreaker's cost in the same rounds).",
+        "",
+        f"Closed: `async with breaker:` around a no-op coroutine "
+        f"({settings['n_closed']:,} calls per measurement). Rejected: a "
+        f"call refused by a breaker opened by real failures "
+        f"({settings['n_rejected']:,} calls). Failure: a failed call "
+        f"recorded by a closed breaker that never opens, {settings['n_failures']:,} "
+        "in a row on one breaker, at the library's default window and real clock.",
+        "",
+        "#### Each library at its default rule",
+        "",
+    ]
+    header = ["library", "version", "call", "rule"]
+    for kind in CALL_KINDS:
+        for runtime in RUNTIMES:
+            header.append(f"{kind}, {runtime}")
+    rows = []
+    for library in LIBRARIES:
+        row = [
+            library.label,
+            library.version() if not _skipped_all(calls, library.key) else "-",
+            library.how,
+            library.rule or "-",
+        ]
+        row += _call_cells(calls, library.key, CALL_KINDS)
+        rows.append(row)
+    lines += _table(header, rows)
+    lines += [
+        "",
+        "#### With the failure-rate rule",
+        "",
+        "anybreaker with `failure_threshold=None, failure_rate_threshold=0.5, "
+        "minimum_calls=10` (opened by 10 failures), interlock-cb with the same "
+        "rule over a 60-second time window; the libraries that have no "
+        "failure-rate rule appear with their default rule, measured in the same rounds.",
+        "",
+    ]
+    header = ["library", "rule"]
+    for kind in RATE_CALL_KINDS:
+        for runtime in RUNTIMES:
+            header.append(f"{kind.removesuffix('_rate')}, {runtime}")
+    rows = []
+    for library in LIBRARIES:
+        if library.key == "floor":
+            continue
+        rule = library.rate_rule or f"{library.rule or '-'} (no rate rule)"
+        rows.append([library.label, rule, *_call_cells(calls, library.key, RATE_CALL_KINDS)])
+    lines += _table(header, rows)
+    lines.append("")
+    labels = {library.key: library.label for library in LIBRARIES}
+    for (runtime, key), reason in sorted(calls.skipped.items()):
+        lines.append(f"- {labels[key]} not measured under {runtime}: {reason}")
+    lines += [
+        "- pybreaker's `call` is synchronous (its async path needs tornado): it "
+        "makes the coroutine, and the loop awaits it outside the breaker, so "
+        "pybreaker never sees the coroutine's outcome; its failure loop calls "
+        "a synchronous function that raises.",
+        "",
+    ]
+    return lines
+
+
+def _call_cells(calls: CallResults, key: str, kinds: tuple[str, ...]) -> list[str]:
+    cells = []
+    for kind in kinds:
+        for runtime in RUNTIMES:
+            if (runtime, key) in calls.skipped:
+                cells.append("not measured")
+                continue
+            cell = micro(calls.cost(runtime, key, kind))
+            if key != "anybreaker" and cell != "-":
+                cell += f" ({_ratio(calls.ratio(runtime, key, kind))})"
+            cells.append(cell)
+    return cells
+
+
+def _release_table(results: Results, release: SeriesResults) -> list[str]:
+    lines = [
+        "### A counted closed success against release 0.1 (µs)",
+        "",
+        "`async with breaker:` around a no-op coroutine on a closed in-memory "
+        "breaker, at default settings: release 0.1 (its source taken from git at "
+        "bench time, commit a172b0e, and imported beside the current code) did not "
+        "count closed successes; the current code counts each one (no lock, no I/O; "
+        f"written at most every second). {results.settings['rounds']} rounds of "
+        f"{results.settings['n_closed']:,} calls; ratio: median of the per-round "
+        "ratios to release 0.1.",
+        "",
+    ]
+    if release.skipped:
+        return [*lines, f"Not measured: {release.skipped}", ""]
+    rows = []
+    for series in release.series:
+        row = [series]
+        for runtime in RUNTIMES:
+            row += [
+                micro(release.cost(runtime, series)),
+                _ratio(release.ratio(runtime, series, RELEASE_SERIES[0])),
+            ]
+        rows.append(row)
+    header = ["closed call on"]
+    for runtime in RUNTIMES:
+        header += [runtime, "ratio to release 0.1"]
+    return [*lines, *_table(header, rows), *_failed_series(release), ""]
+
+
+TIMEOUT_RATIOS = (
+    (TIMEOUT_SERIES[0], TIMEOUT_SERIES[4]),
+    (TIMEOUT_SERIES[0], TIMEOUT_SERIES[1]),
+    (TIMEOUT_SERIES[0], TIMEOUT_SERIES[5]),
+    (TIMEOUT_SERIES[2], TIMEOUT_SERIES[4]),
+    (TIMEOUT_SERIES[2], TIMEOUT_SERIES[3]),
+)
+
+
+def _timeout_tables(results: Results, timeout: SeriesResults) -> list[str]:
+    lines = [
+        "### call_timeout (µs)",
+        "",
+        "A closed call around a no-op coroutine with `call_timeout=10`, through "
+        "`async with` and through `call()`, against the same call without it, "
+        "against a bare `anyio.fail_after(10)` around the coroutine (no breaker), "
+        "and against `fail_after(10)` written by hand inside `async with breaker:`. "
+        f"{results.settings['rounds']} rounds of {results.settings['n_closed']:,} calls.",
+        "",
+    ]
+    rows = [
+        [series, *(micro(timeout.cost(runtime, series)) for runtime in RUNTIMES)]
+        for series in timeout.series
+    ]
+    lines += _table(["call", *RUNTIMES], rows)
+    lines.append("")
+    rows = [
+        [
+            f"{series} / {base}",
+            *(_ratio(timeout.ratio(runtime, series, base)) for runtime in RUNTIMES),
+        ]
+        for series, base in TIMEOUT_RATIOS
+    ]
+    lines += _table(["ratio (median of per-round ratios)", *RUNTIMES], rows)
+    return [*lines, *_failed_series(timeout), ""]
+
+
+def _failed_series(results: SeriesResults) -> list[str]:
+    lines = []
+    for (runtime, series), error in sorted(results.failed.items()):
+        lines.append(f"- `{series}` not measured under {runtime}: every call raised {error}")
+    return ["", *lines] if lines else []
+
+
+def _contention_table(contention: ContentionResults) -> list[str]:
+    rounds = max((len(runs) for runs in contention.runs.values()), default=0)
+    lines = [
+        "### Contention: several processes failing on one breaker",
+        "",
+        f"{contention.processes} processes {TIMES} {contention.tasks} concurrent tasks "
+        f"{TIMES} {contention.failures} failures each ({contention.expected:,} failures "
+        "in all) on one breaker that never opens (anybreaker: `failure_threshold` "
+        "10⁹, `window_size` 3,600 s; grelmicro: `error_threshold` 10⁹), started "
+        "together once every process has connected. Wall time: from the common start "
+        "to the last process done. Lost: failures the callers saw minus what the "
+        "breaker counts afterwards (anybreaker: `get_window_stats().failures`; "
+        "grelmicro: the consecutive-error count its backend stores), added up over "
+        f"{rounds} round{'s' if rounds != 1 else ''}. p50 / p99: latency of a failing "
+        "call under that load. Figures are medians over rounds; the wall-time ratio is "
+        "the median of per-round ratios to grelmicro on the same database.",
+        "",
+    ]
+    rows = []
+    for (key, runtime), runs in contention.runs.items():
+        contender = CONTENDERS_BY_KEY[key]
+        wall_ratio = contention.wall_ratio(key, runtime)
+        rows.append(
+            [
+                DATABASES[contender.database],
+                contender.label,
+                runtime,
+                f"{contention.figure(key, runtime, 'wall'):.2f}",
+                "-" if contender.library == "grelmicro" else _ratio(wall_ratio),
+                f"{contention.figure(key, runtime, 'p50') * 1e3:.1f}",
+                f"{contention.figure(key, runtime, 'p99') * 1e3:.1f}",
+                f"{sum(run['recorded'] for run in runs):,}",
+                f"{sum(run['counted'] for run in runs):,}",
+                str(contention.lost(key, runtime)),
+                str(contention.other_errors(key, runtime)),
+                "; ".join(contention.errors(key, runtime))[:200],
+            ]
+        )
+    lines += _table(
+        [
+            "database",
+            "breaker (driver)",
+            "runtime",
+            "wall s",
+            "wall vs grelmicro",
+            "p50 ms",
+            "p99 ms",
+            "recorded",
+            "counted",
+            "lost",
+            "other errors",
+            "errors seen",
+        ],
+        rows,
+    )
+    lines.append("")
+    for key, reason in sorted(contention.skipped.items()):
+        lines.append(f"- {CONTENDERS_BY_KEY[key].label}: not measured: {reason}")
+    if contention.skipped:
+        lines.append("")
+    return lines
 
 
 def _skipped_all(calls: CallResults, key: str) -> bool:
@@ -454,46 +685,6 @@ def _storage_tables(results: Results, storages: StorageResults) -> list[str]:
         lines.append(f"- {key}: not measured: {reason}")
     if storages.skipped:
         lines.append("")
-    if storages.processes:
-        lines += [
-            "### Several processes on one breaker",
-            "",
-            "Each process records failures on the same breaker as fast as it can "
-            "(a huge threshold keeps the breaker closed). Every recorded failure is "
-            "one compare-and-set, so the record's version must grow by exactly the "
-            "number of failures the processes saw; *lost* is the shortfall.",
-            "",
-        ]
-        rows = []
-        for (key, runtime), figures in storages.processes.items():
-            rows.append(
-                [
-                    KINDS_BY_KEY[key].label,
-                    runtime,
-                    f"{figures['processes']} {TIMES} {figures['failures_each']:,}",
-                    f"{figures['outcomes_per_second']:,.0f}",
-                    f"{figures['recorded']:,}",
-                    f"{figures['versions']:,}",
-                    str(figures["lost"]),
-                    str(figures["other_errors"]),
-                    "; ".join(sorted(set(figures["errors"])))[:200] or "",
-                ]
-            )
-        lines += _table(
-            [
-                "storage",
-                "runtime",
-                f"processes {TIMES} failures",
-                "outcomes/s",
-                "recorded",
-                "versions",
-                "lost",
-                "other errors",
-                "errors seen",
-            ],
-            rows,
-        )
-        lines.append("")
     return lines
 
 
@@ -503,7 +694,7 @@ def console(results: Results) -> str:
 
 
 def chart(results: Results, path: Path) -> None:
-    """Draw per-call costs: libraries (closed, rejected) and storages, both runtimes."""
+    """Draw per-call costs (libraries, storages) and the contention runs' wall times."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -514,70 +705,111 @@ def chart(results: Results, path: Path) -> None:
         panels.append("calls")
     if results.storages is not None and results.storages.kinds:
         panels.append("storages")
+    if results.contention is not None and results.contention.runs:
+        panels.append("contention")
     if not panels:
         return
-    figure, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 6.0), squeeze=False)
-    colors = {
-        ("closed", "asyncio"): "#4c72b0",
-        ("closed", "trio"): "#8fb3e0",
-        ("rejected", "asyncio"): "#c44e52",
-        ("rejected", "trio"): "#e8a0a2",
-        ("failure", "asyncio"): "#c44e52",
-        ("failure", "trio"): "#e8a0a2",
-    }
+    figure, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 6.5), squeeze=False)
     for axis, panel in zip(axes[0], panels, strict=True):
-        labels: list[str] = []
-        series: dict[tuple[str, str], list[float]] = {}
         if panel == "calls":
-            assert results.calls is not None
-            kinds = ("closed", "rejected")
-            for library in LIBRARIES:
-                labels.append(library.label)
-                for kind in kinds:
-                    for runtime in RUNTIMES:
-                        series.setdefault((kind, runtime), []).append(
-                            results.calls.cost(runtime, library.key, kind) * 1e6
-                        )
-            axis.set_title("Per call, in memory")
+            _calls_panel(axis, results)
+        elif panel == "storages":
+            _storages_panel(axis, results)
         else:
-            assert results.storages is not None
-            storages = results.storages
-            kinds = ("closed", "failure")
-            names = ["memory", *storages.kinds]
-            for key in names:
-                labels.append("memory" if key == "memory" else KINDS_BY_KEY[key].label)
-                for kind in kinds:
-                    for runtime in RUNTIMES:
-                        cost = (
-                            storages.memory_cost(runtime, kind)
-                            if key == "memory"
-                            else storages.cost(runtime, key, kind)
-                        )
-                        series.setdefault((kind, runtime), []).append(cost * 1e6)
-            axis.set_xscale("log")
-            axis.set_title("Per call, by storage (log scale)")
-        height = 0.8 / 4
-        for index, ((kind, runtime), values) in enumerate(series.items()):
-            positions = [row + (index - 1.5) * height for row in range(len(labels))]
-            shown = [0.0 if math.isnan(v) else v for v in values]
-            axis.barh(
-                positions,
-                shown,
-                height=height,
-                color=colors[kind, runtime],
-                label=f"{kind}, {runtime}",
-            )
-        axis.set_yticks(range(len(labels)), labels)
-        axis.invert_yaxis()
-        axis.set_xlabel("µs per call (lower is better)")
-        axis.grid(axis="x", alpha=0.3)
-        axis.legend(loc="best", fontsize="small")
+            _contention_panel(axis, results)
     when = results.started.strftime("%Y-%m-%d")
     python = f"Python {platform.python_version()}"
     figure.suptitle(f"anybreaker benchmarks, {when}, {python}, {machine()}", fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+COLORS = {
+    ("closed", "asyncio"): "#4c72b0",
+    ("closed", "trio"): "#8fb3e0",
+    ("rejected", "asyncio"): "#c44e52",
+    ("rejected", "trio"): "#e8a0a2",
+    ("failure", "asyncio"): "#c44e52",
+    ("failure", "trio"): "#e8a0a2",
+}
+
+
+def _bars(axis: Any, labels: list[str], series: dict[tuple[str, str], list[float]]) -> None:
+    height = 0.8 / len(series)
+    middle = (len(series) - 1) / 2
+    for index, ((kind, runtime), values) in enumerate(series.items()):
+        positions = [row + (index - middle) * height for row in range(len(labels))]
+        shown = [0.0 if math.isnan(v) else v for v in values]
+        axis.barh(
+            positions, shown, height=height, color=COLORS[kind, runtime], label=f"{kind}, {runtime}"
+        )
+    axis.set_yticks(range(len(labels)), labels)
+    axis.invert_yaxis()
+    axis.set_xlabel("µs per call (lower is better)")
+    axis.grid(axis="x", alpha=0.3)
+    axis.legend(loc="best", fontsize="small")
+
+
+def _calls_panel(axis: Any, results: Results) -> None:
+    assert results.calls is not None
+    labels: list[str] = []
+    series: dict[tuple[str, str], list[float]] = {}
+    for library in LIBRARIES:
+        labels.append(library.label)
+        for kind in ("closed", "rejected"):
+            for runtime in RUNTIMES:
+                series.setdefault((kind, runtime), []).append(
+                    results.calls.cost(runtime, library.key, kind) * 1e6
+                )
+    _bars(axis, labels, series)
+    axis.set_title("Per call, in memory (default rules)")
+
+
+def _storages_panel(axis: Any, results: Results) -> None:
+    storages = results.storages
+    assert storages is not None
+    labels: list[str] = []
+    series: dict[tuple[str, str], list[float]] = {}
+    for key in ["memory", *storages.kinds]:
+        labels.append("memory" if key == "memory" else KINDS_BY_KEY[key].label)
+        for kind in ("closed", "failure"):
+            for runtime in RUNTIMES:
+                cost = (
+                    storages.memory_cost(runtime, kind)
+                    if key == "memory"
+                    else storages.cost(runtime, key, kind)
+                )
+                series.setdefault((kind, runtime), []).append(cost * 1e6)
+    _bars(axis, labels, series)
+    axis.set_xscale("log")
+    axis.set_title("Per call, by storage (log scale)")
+
+
+def _contention_panel(axis: Any, results: Results) -> None:
+    contention = results.contention
+    assert contention is not None
+    labels, values, colors = [], [], []
+    palette = {
+        ("anybreaker", "asyncio"): "#4c72b0",
+        ("anybreaker", "trio"): "#8fb3e0",
+        ("grelmicro", "asyncio"): "#dd8452",
+    }
+    # The runs are kept in the order the first round ran them: grouped by database.
+    for key, runtime in contention.runs:
+        contender = CONTENDERS_BY_KEY[key]
+        labels.append(f"{DATABASES[contender.database]}: {contender.label}, {runtime}")
+        values.append(contention.figure(key, runtime, "wall"))
+        colors.append(palette[contender.library, runtime])
+    axis.barh(range(len(labels)), [0.0 if math.isnan(v) else v for v in values], color=colors)
+    axis.set_yticks(range(len(labels)), labels, fontsize="small")
+    axis.invert_yaxis()
+    axis.set_xlabel("wall time, s (lower is better)")
+    axis.grid(axis="x", alpha=0.3)
+    axis.set_title(
+        f"Contention: {contention.processes} processes {TIMES} {contention.tasks} tasks "
+        f"{TIMES} {contention.failures} failures"
+    )
 
 
 def write(results: Results, directory: Path, copies: list[Path]) -> None:

@@ -22,18 +22,19 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import contention  # noqa: E402
 import core  # noqa: E402
 import libraries  # noqa: E402
 import report  # noqa: E402
 import storages  # noqa: E402
 
-PARTS = ("calls", "memory", "breakers", "tasks", "storages")
+PARTS = ("calls", "release", "timeout", "memory", "breakers", "tasks", "storages", "contention")
 
 FULL = {
     "rounds": 15,
     "n_closed": 20_000,
     "n_rejected": 10_000,
-    "n_failures": 5_000,
+    "n_failures": 4_000,
     "memory_count": 100_000,
     "flat_rounds": 7,
     "breaker_sizes": [1, 10, 100, 1_000, 10_000, 100_000],
@@ -50,13 +51,8 @@ FULL = {
         "postgresql+asyncpg": 300,
         "redis": 1_000,
     },
-    "process_failures": {
-        "sqlite": 2_000,
-        "sqlite+aiosqlite": 2_000,
-        "postgresql+psycopg": 250,
-        "postgresql+asyncpg": 250,
-        "redis": 500,
-    },
+    "contention_rounds": 3,
+    "contention_failures": 50,
 }
 
 QUICK = {
@@ -79,13 +75,8 @@ QUICK = {
         "postgresql+asyncpg": 10,
         "redis": 20,
     },
-    "process_failures": {
-        "sqlite": 20,
-        "sqlite+aiosqlite": 20,
-        "postgresql+psycopg": 10,
-        "postgresql+asyncpg": 10,
-        "redis": 10,
-    },
+    "contention_rounds": 1,
+    "contention_failures": 2,
 }
 
 
@@ -105,6 +96,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         nargs="+",
         choices=list(storages.KINDS_BY_KEY),
         help="measure only these storage kinds (default: every available one)",
+    )
+    parser.add_argument(
+        "--databases",
+        nargs="+",
+        choices=list(contention.DATABASES),
+        help="run the contention part on these databases only (default: every available one)",
     )
     parser.add_argument("--rounds", type=int, help="rounds of the per-call comparison")
     parser.add_argument(
@@ -144,6 +141,14 @@ def main(argv: list[str] | None = None) -> int:
             settings["n_failures"],
         )
         done(start)
+    if "release" in args.parts:
+        start = step("closed call against release 0.1")
+        results.release = core.measure_release(settings["rounds"], settings["n_closed"])
+        done(start)
+    if "timeout" in args.parts:
+        start = step("closed call with call_timeout")
+        results.timeout = core.measure_timeout(settings["rounds"], settings["n_closed"])
+        done(start)
     if "memory" in args.parts:
         start = step(f"memory per idle named breaker ({settings['memory_count']:,})")
         results.memory = core.measure_memory(settings["memory_count"])
@@ -166,8 +171,18 @@ def main(argv: list[str] | None = None) -> int:
             settings["storage_rounds"],
             settings["storage_closed"],
             settings["storage_failures"],
-            settings["process_failures"],
             kinds=args.storages,
+        )
+        done(start)
+    if "contention" in args.parts:
+        start = step(
+            f"contention: {contention.PROCESSES} processes x {contention.TASKS} tasks x "
+            f"{settings['contention_failures']} failures on one breaker"
+        )
+        results.contention = contention.measure_contention(
+            settings["contention_rounds"],
+            settings["contention_failures"],
+            databases=args.databases,
         )
         done(start)
 
@@ -184,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     # A storage that was importable and reachable but failed while measured
     # is a defect, not a skip: say so in the exit status.
     failed = [key for key in (results.storages.skipped if results.storages else {}) if "/" in key]
+    if results.contention is not None:
+        failed += results.contention.failed()
     if failed:
         print(f"failed while measured: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -1,18 +1,16 @@
 """The storage benchmarks: SQLite, PostgreSQL and Redis against memory and raw drivers.
 
-Three measurements per storage kind:
+Two measurements per storage kind:
 
 - a closed-state call at default settings (default staleness), against the
   same call on the in-memory breaker;
 - a recorded failure (one compare-and-set write), against one raw
   compare-and-set sent through the same driver the same way (a worker
-  thread for the sync drivers);
-- several processes recording failures on one breaker at once: outcomes
-  per second, and whether every one of them reached the database (the
-  record's version counts the writes).
+  thread for the sync drivers).
 
-A kind whose storage module or driver is not importable, or whose server is
-not running, is skipped with the reason.
+Several processes failing on one breaker at once are measured by
+``contention.py``. A kind whose storage module or driver is not importable,
+or whose server is not running, is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -21,10 +19,7 @@ import importlib
 import json
 import os
 import socket
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -34,7 +29,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from libraries import NEVER, SHORT_WINDOW, Boom, fail, noop
+from libraries import NEVER, Boom, fail, noop
 from timing import RUNTIMES, median, paired_ratio, per_call
 
 BREAKER = "bench"
@@ -45,15 +40,17 @@ POSTGRES_USER = os.environ.get("ANYBREAKER_POSTGRES_USER", "postgres")
 REDIS_HOST = os.environ.get("ANYBREAKER_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("ANYBREAKER_REDIS_PORT", "6379"))
 
-# Failures are recorded one after the other and must never open the breaker,
-# and the record must stay the size of an ordinary one: a huge threshold and
-# a window so short that only the last few failures are kept.
-FAILURE_SETTINGS: dict[str, Any] = {"failure_threshold": NEVER, "window_size": SHORT_WINDOW}
+# Failures are recorded one after the other and must never open the breaker:
+# a huge threshold, the default window. The record keeps the window as at
+# most ten buckets of counts, so it stays the same size however many
+# failures it holds.
+FAILURE_SETTINGS: dict[str, Any] = {"failure_threshold": NEVER}
 
-# What a raw compare-and-set writes: a record of ordinary size.
+# What a raw compare-and-set writes: a record of the size the breaker writes
+# while failures keep coming (one bucket of counts in the window).
 PAYLOAD = json.dumps(
     {
-        "format": 1,
+        "format": 2,
         "state": "closed",
         "version": 1,
         "generation": 0,
@@ -61,7 +58,9 @@ PAYLOAD = json.dumps(
         "open_duration": 0.0,
         "openings": 0,
         "forced": False,
-        "failures": [1764316800.123456, 1764316800.223456],
+        "window_size": 60.0,
+        "buckets": [[1764316800.0, 812, 812, 0]],
+        "consecutive_failures": 812,
         "successes": 0,
         "trials": [],
     },
@@ -69,11 +68,10 @@ PAYLOAD = json.dumps(
 )
 
 
-def postgres_url(driver: str) -> str:
-    """The URL of the benchmark's PostgreSQL database through ``driver``."""
-    return (
-        f"postgresql+{driver}://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{POSTGRES_DATABASE}"
-    )
+def postgres_url(driver: str | None = None) -> str:
+    """The URL of the benchmark's PostgreSQL database, through ``driver`` if given."""
+    scheme = f"postgresql+{driver}" if driver else "postgresql"
+    return f"{scheme}://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{POSTGRES_DATABASE}"
 
 
 def redis_url() -> str:
@@ -81,7 +79,7 @@ def redis_url() -> str:
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 
 
-def _server_down(name: str, host: str, port: int) -> str | None:
+def server_down(name: str, host: str, port: int) -> str | None:
     try:
         socket.create_connection((host, port), timeout=1).close()
     except OSError as error:
@@ -89,7 +87,7 @@ def _server_down(name: str, host: str, port: int) -> str | None:
     return None
 
 
-def _missing(*modules: str) -> str | None:
+def missing(*modules: str) -> str | None:
     for module in modules:
         try:
             importlib.import_module(module)
@@ -110,14 +108,13 @@ class Kind:
     runtimes: tuple[str, ...]
     modules: tuple[str, ...]
     server: tuple[str, str, int] | None
-    processes: int
     raw_label: str
 
     def unavailable(self) -> str | None:
         """Why this kind cannot be measured here, or ``None``."""
-        reason = _missing(*self.modules)
+        reason = missing(*self.modules)
         if reason is None and self.server is not None:
-            reason = _server_down(*self.server)
+            reason = server_down(*self.server)
         return reason
 
 
@@ -128,7 +125,6 @@ KINDS: list[Kind] = [
         RUNTIMES,
         ("anybreaker.storage.sql",),
         None,
-        4,
         "sqlite3 BEGIN IMMEDIATE CAS in a worker thread",
     ),
     Kind(
@@ -137,7 +133,6 @@ KINDS: list[Kind] = [
         ("asyncio",),
         ("anybreaker.storage.sql", "aiosqlite", "sqlalchemy.ext.asyncio"),
         None,
-        4,
         "aiosqlite BEGIN IMMEDIATE CAS",
     ),
     Kind(
@@ -146,7 +141,6 @@ KINDS: list[Kind] = [
         RUNTIMES,
         ("anybreaker.storage.sql", "psycopg"),
         ("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT),
-        8,
         "psycopg UPDATE ... WHERE version CAS in a worker thread",
     ),
     Kind(
@@ -155,7 +149,6 @@ KINDS: list[Kind] = [
         ("asyncio",),
         ("anybreaker.storage.sql", "asyncpg", "sqlalchemy.ext.asyncio"),
         ("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT),
-        8,
         "asyncpg UPDATE ... WHERE version CAS",
     ),
     Kind(
@@ -164,7 +157,6 @@ KINDS: list[Kind] = [
         RUNTIMES,
         ("anybreaker.storage.redis", "coredis"),
         ("Redis", REDIS_HOST, REDIS_PORT),
-        8,
         "coredis Lua CAS script",
     ),
 ]
@@ -416,8 +408,6 @@ class StorageResults:
     A series is a storage kind, "raw:<kind>" (the raw compare-and-set) or
     "memory:<kind>" (the in-memory breaker measured in the same rounds).
     """
-    processes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    """(kind, runtime) -> the multi-process run's figures."""
     skipped: dict[str, str] = field(default_factory=dict)
     """kind (or "kind/part") -> why it was not measured."""
     kinds: list[str] = field(default_factory=list)
@@ -511,7 +501,6 @@ def measure_storages(
     rounds: int,
     n_closed: int,
     n_failures: dict[str, int],
-    process_failures: dict[str, int],
     kinds: list[str] | None = None,
     runtimes: tuple[str, ...] = RUNTIMES,
 ) -> StorageResults:
@@ -550,128 +539,4 @@ def measure_storages(
                         continue
                     for key, cost in costs.items():
                         results.costs.setdefault(key, []).append(cost)
-        for kind in runnable:
-            count = process_failures.get(kind.key)
-            if not count:
-                continue
-            for runtime in kind.runtimes:
-                if runtime not in runtimes:
-                    continue
-                figures = run_processes(kind, runtime, directory, kind.processes, count)
-                results.processes[kind.key, runtime] = figures
-                print(
-                    f"  {kind.key} ({runtime}): {kind.processes} processes x {count} "
-                    f"failures: {figures.get('outcomes_per_second', 0):,.0f} outcomes/s, "
-                    f"lost {figures.get('lost', '?')}",
-                    flush=True,
-                )
     return results
-
-
-# -- several processes on one breaker ---------------------------------------------
-
-
-async def _prepare(place: Place) -> int:
-    """Create the breaker's record and return its version."""
-    from anybreaker import CircuitBreaker
-
-    async with open_storage(place) as storage:
-        breaker = CircuitBreaker(BREAKER, storage=storage, **FAILURE_SETTINGS)
-        await breaker.reset()
-        record = await storage.get(BREAKER)
-        return int(record.version)
-
-
-async def _final_version(place: Place) -> int:
-    async with open_storage(place) as storage:
-        record = await storage.get(BREAKER)
-        return int(record.version) if record is not None else 0
-
-
-async def _cleanup(place: Place) -> None:
-    await drop(place)
-
-
-def run_processes(
-    kind: Kind, runtime: str, directory: str, processes: int, failures: int
-) -> dict[str, Any]:
-    """Start ``processes`` workers that each record ``failures`` failures on one breaker.
-
-    Every recorded failure is one compare-and-set, so the record's version
-    must grow by exactly the number of failures the workers saw: any
-    shortfall is a lost update (or a write that fell back to process-local
-    state).
-    """
-    place = Place.new(kind.key, directory)
-    backend = runtime
-    try:
-        start_version = anyio.run(_prepare, place, backend=backend)
-        worker = Path(__file__).with_name("workers.py")
-        spec = json.dumps(
-            {
-                "place": place.__dict__,
-                "runtime": runtime,
-                "failures": failures,
-                "settings": FAILURE_SETTINGS,
-                "breaker": BREAKER,
-            }
-        )
-        children = [
-            subprocess.Popen(
-                [sys.executable, str(worker), spec],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(processes)
-        ]
-        errors: list[str] = []
-        ready = []
-        for child in children:
-            assert child.stdout is not None
-            if child.stdout.readline().strip() == "ready":
-                ready.append(child)
-        # Every process has imported, connected and read the breaker: start
-        # them together, a moment from now.
-        start_at = time.time() + 0.05
-        reports: list[dict[str, Any]] = []
-        for child in children:
-            out, err = child.communicate(f"{start_at}\n" if child in ready else "", timeout=600)
-            if child.returncode != 0:
-                errors.append(err.strip().splitlines()[-1] if err.strip() else "crashed")
-                continue
-            reports.append(json.loads(out.strip().splitlines()[-1]))
-        end_version = anyio.run(_final_version, place, backend=backend)
-    finally:
-        anyio.run(_cleanup, place, backend=backend)
-    recorded = sum(report["recorded"] for report in reports)
-    if not reports:
-        return {
-            "processes": processes,
-            "failures_each": failures,
-            "recorded": 0,
-            "versions": 0,
-            "lost": 0,
-            "other_errors": len(errors),
-            "errors": errors,
-            "elapsed": float("nan"),
-            "late_start": float("nan"),
-            "outcomes_per_second": float("nan"),
-        }
-    start_at = min(report["start_at"] for report in reports)
-    late_start = max(report["started"] - start_at for report in reports)
-    finished = max(report["finished"] for report in reports)
-    elapsed = finished - start_at
-    return {
-        "processes": processes,
-        "failures_each": failures,
-        "recorded": recorded,
-        "versions": end_version - start_version,
-        "lost": recorded - (end_version - start_version),
-        "other_errors": sum(report["other_errors"] for report in reports) + len(errors),
-        "errors": errors + [e for report in reports for e in report["error_samples"]],
-        "elapsed": elapsed,
-        "late_start": late_start,
-        "outcomes_per_second": recorded / elapsed if elapsed > 0 else float("nan"),
-    }
