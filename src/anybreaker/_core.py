@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
@@ -169,7 +170,7 @@ class BreakerCore:
             if record.version == current.version:
                 if begun > extra.adopted_at and now > self._read_at:
                     self._read_at = now
-                return current
+                return self._rebase(now)
             if record.version < current.version and begun <= extra.adopted_at:
                 return current
         record = machine.rebase(record, self._config, now)
@@ -187,6 +188,14 @@ class BreakerCore:
         extra.adopted_at = extra.ops
         self._notice(now)
         return record
+
+    def _rebase(self, now: float) -> BreakerRecord:
+        """Move the cached record's times that lie after ``now`` to ``now``, once."""
+        record = self._record
+        rebased = machine.rebase(record, self._config, now)
+        if rebased is not record:
+            self._record = rebased
+        return rebased
 
     def _adopt_own(self, record: BreakerRecord, now: float) -> None:
         """Cache ``record``, just stored by this object's own compare-and-set."""
@@ -212,6 +221,13 @@ class BreakerCore:
             steps = ((old, state),)
         at = max(now, extra.last_change_at)
         extra.last_change_at = at
+        record = self._record
+        if state is _OPEN and record.open_duration == math.inf and not record.forced:
+            logger.warning(
+                "circuit %r: its backed-off open period overflowed; it stays open until "
+                "reset(). Set max_timeout to cap the back-off",
+                self._name,
+            )
         for before, after in steps:
             extra.state_changes += 1
             logger.info("circuit %r: %s -> %s", self._name, before.value, after.value)
