@@ -231,7 +231,7 @@ class OutcomeRecorder(LiveCounting):
         if self._local is not None and extra.outage is None:
             return self._store_local(change, with_tally)
         if extra.lock is None:
-            extra.lock = anyio.Lock()
+            extra.lock = anyio.Lock(fast_acquire=True)
         with anyio.CancelScope(shield=True):
             async with extra.lock:
                 if batch is not None and extra.written >= batch:
