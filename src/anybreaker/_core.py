@@ -63,7 +63,7 @@ class Extra:
         "written",
     )
 
-    def __init__(self, generation: int) -> None:
+    def __init__(self) -> None:
         self.failed = self.neutral = self.state_changes = 0
         self.listeners: tuple[Listener, ...] = ()
         self.call_listeners: tuple[CallListener, ...] = ()
@@ -75,8 +75,8 @@ class Extra:
         """Trial permits taken by ``allow_request()`` and not yet given back."""
         self.lock: anyio.Lock | None = None
         """Held while this object writes: outcomes arriving meanwhile join the next write."""
-        self.tally = Tally(generation)
-        """Outcomes of the current generation not written yet."""
+        self.tally: Tally | None = None
+        """Outcomes of the current generation not written yet (made when needed)."""
         self.batch = 1
         """The number of the pending counts, for group commit; written ones: ``written``."""
         self.written = 0
@@ -144,7 +144,7 @@ class BreakerCore:
     def _more(self) -> Extra:
         extra = self._extra
         if extra is None:
-            extra = self._extra = Extra(self._record.generation)
+            extra = self._extra = Extra()
         return extra
 
     def _begin(self) -> int:
@@ -178,10 +178,7 @@ class BreakerCore:
             # Outcomes of calls begun before this change no longer count.
             if self._untagged:
                 self._per_call = True
-            if extra.tally:
-                extra.tally = Tally(record.generation)
-            else:
-                extra.tally.generation = record.generation
+            extra.tally = None
             self._filed = self._succeeded
         self._record = record
         self._read_at = now
