@@ -82,7 +82,7 @@ def test_a_slow_call_rate_needs_a_duration() -> None:
 
 def test_at_least_one_rule_must_be_set() -> None:
     """A config with every rule off is refused, naming the rules."""
-    with pytest.raises(ValueError, match="no trip rule is set.*failure_threshold"):
+    with pytest.raises(ValueError, match=r"no trip rule is set.*failure_threshold"):
         CircuitBreakerConfig(failure_threshold=None)
     assert CircuitBreakerConfig(failure_threshold=None, consecutive_failures=3)
 
