@@ -124,10 +124,7 @@ class OutcomeRecorder(LiveCounting):
                 # A failure, or a slow success: written at once if it can trip a rule.
                 self._tally().add(machine.bucket_start(now, self._config), outcome, slow)
                 if outcome is Outcome.FAILURE or self._slow_calls_trip():
-                    if self._local is not None and extra.outage is None:
-                        self._store_local(self._outcomes, True)  # _commit(), without awaiting
-                    else:
-                        await self._commit()
+                    await self._commit()
         except Refused:
             pass  # "allow" and "reject": the counts stay pending
         except StorageError as error:
@@ -181,38 +178,41 @@ class OutcomeRecorder(LiveCounting):
         return tally
 
     async def _success_slowly(self, now: float) -> None:
-        """Count a success at its bucket's end or a flush's time: file the earlier ones.
+        """Count a success that ends its bucket, or finds a flush due: file, maybe write.
 
         The success is not in ``_succeeded`` yet; the earlier ones not yet
-        filed belong to the bucket at ``_unsent_start``.
+        filed belong to the bucket at ``_unsent_start``. On a shared storage
+        they are written at most every ``FLUSH_INTERVAL`` (the first time as
+        soon as a later call finds them pending); in place, the live window
+        keeps its own pace.
         """
         start = machine.bucket_start(now, self._config)
-        if self._extra is None and self._succeeded == self._filed:
-            # The first success: nothing to file, nothing to write for a while.
-            self._succeeded += 1
-            self._unsent_start = start
-            self._unsent_until = min(start + self._config.bucket_width, now + FLUSH_INTERVAL)
-            return
-        extra = self._more()
-        if extra.flush_due == -math.inf or extra.flush_due > now + FLUSH_INTERVAL:
-            # The first success, or the clock stepped back: flush one interval from now.
-            extra.flush_due = now + FLUSH_INTERVAL
-        due = now >= extra.flush_due
-        if due:
-            extra.flush_due = now + FLUSH_INTERVAL
-        in_place = (
-            self._local is not None
-            and not extra.tally
-            and self._count_in_place(Outcome.SUCCESS, now)
-        )
-        if not in_place:
-            self._tally()
+        extra = self._extra
+        due = in_place = False
+        if extra is not None or self._succeeded != self._filed:
+            extra = self._more()
+            in_place = (
+                self._local is not None
+                and not extra.tally
+                and self._count_in_place(Outcome.SUCCESS, now)
+            )
+            if not in_place:
+                if extra.flush_due == -math.inf or extra.flush_due > now + FLUSH_INTERVAL:
+                    # Nothing flushed yet, or the clock stepped back: an interval
+                    # after the oldest success pending.
+                    pending = self._succeeded != self._filed
+                    extra.flush_due = (self._unsent_start if pending else now) + FLUSH_INTERVAL
+                due = now >= extra.flush_due
+                if due:
+                    extra.flush_due = now + FLUSH_INTERVAL
+                self._tally()
         self._succeeded += 1
         if in_place:
             self._filed += 1
         self._unsent_start = start
-        self._unsent_until = min(start + self._config.bucket_width, extra.flush_due)
-        if due and not in_place:
+        flush_due = now + FLUSH_INTERVAL if extra is None or in_place else extra.flush_due
+        self._unsent_until = min(start + self._config.bucket_width, flush_due)
+        if due:
             with contextlib.suppress(Refused):
                 await self._commit()
 
