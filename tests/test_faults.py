@@ -43,6 +43,8 @@ pytestmark = pytest.mark.anyio
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 NAME = "model-api"
 HOUR = 3600.0
+WEBHOOK_SECONDS = 10.0
+"""How long a slow listener's webhook would take, were it not cancelled."""
 
 
 class Boom(Exception):
@@ -134,7 +136,7 @@ async def test_a_slow_async_listener_never_holds_the_caller_past_its_deadline(
     async def post_to_chat(change: StateChange) -> None:
         heard.append(change)
         outside.cancel()  # the caller's deadline passes while the listener runs
-        await anyio.sleep(10)
+        await anyio.sleep(WEBHOOK_SECONDS)
 
     breaker = make(storage, clock, failure_threshold=1, listeners=[post_to_chat])
     started = time.monotonic()
