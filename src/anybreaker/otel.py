@@ -202,6 +202,8 @@ class _Meters:
         self._breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
         self._registries: weakref.WeakSet[CircuitBreakerRegistry] = weakref.WeakSet()
         self._everything = False
+        self._names: set[str] = set()
+        """Every name the state was reported for."""
         self._duration = meter.create_histogram(
             CALL_DURATION,
             unit="s",
@@ -324,18 +326,18 @@ class _Meters:
     def _observe_state(self, options: CallbackOptions) -> Iterator[Observation]:
         """How many breaker objects of each name are in each state, now."""
         with self._lock:
-            breakers: list[CircuitBreaker] = list(self._breakers)
-            registries = list(self._registries)
-        seen: set[int] = set()
-        counts: dict[str, dict[CircuitState, int]] = {}
-        for breaker in _chain(breakers, registries):
-            if id(breaker) in seen:
-                continue
-            seen.add(id(breaker))
-            states = counts.get(breaker.name)
-            if states is None:
-                states = counts[breaker.name] = dict.fromkeys(CircuitState, 0)
-            states[breaker.state] += 1
+            # A name whose breakers are all gone is in no state any more.
+            counts = {name: dict.fromkeys(CircuitState, 0) for name in self._names}
+            seen: set[int] = set()
+            for breaker in _chain(list(self._breakers), list(self._registries)):
+                if id(breaker) in seen:
+                    continue
+                seen.add(id(breaker))
+                states = counts.get(breaker.name)
+                if states is None:
+                    states = counts[breaker.name] = dict.fromkeys(CircuitState, 0)
+                states[breaker.state] += 1
+            self._names.update(counts)
         for name, states in counts.items():
             for state, count in states.items():
                 yield Observation(count, {BREAKER_NAME: name, STATE_ATTRIBUTE: state.value})
