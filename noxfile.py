@@ -31,6 +31,13 @@ PYTHONS = [
 # Besides the extra "testing" (pytest and trio), which the minimal session
 # cannot take: it runs with no optional dependency.
 TEST_REQUIREMENTS = ["pytest>=8.2", "hypothesis>=6.100"]
+# anybreaker.otel's tests read its metrics with the SDK and scrape the
+# Prometheus exporter; the dashboard's test renders with matplotlib.
+OTEL_TEST_REQUIREMENTS = [
+    "opentelemetry-sdk>=1.27",
+    "opentelemetry-exporter-prometheus>=0.48b0",
+    "matplotlib",
+]
 # The servers' tests fail instead of skipping where CI demands the servers.
 PASSTHROUGH = ("ANYBREAKER_REQUIRE_SERVERS",)
 
@@ -71,7 +78,7 @@ def _lines(path: Path) -> list[str]:
 @nox.parametrize("runtime", ["asyncio", "trio"])
 def tests(session: nox.Session, runtime: str) -> None:
     """Run the suite with every optional dependency, under one runtime."""
-    _install(session, "-e", ".[all,testing]", *TEST_REQUIREMENTS)
+    _install(session, "-e", ".[all,otel,testing]", *TEST_REQUIREMENTS, *OTEL_TEST_REQUIREMENTS)
     session.run("pytest", *session.posargs, env=_env(ANYBREAKER_RUNTIME=runtime))
 
 
@@ -107,7 +114,15 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHONS[0])
 def typecheck(session: nox.Session) -> None:
     """Type-check src and tests with mypy --strict."""
-    _install(session, "-e", ".[all,testing]", "mypy", "nox", *TEST_REQUIREMENTS)
+    _install(
+        session,
+        "-e",
+        ".[all,otel,testing]",
+        "mypy",
+        "nox",
+        *TEST_REQUIREMENTS,
+        *OTEL_TEST_REQUIREMENTS,
+    )
     session.run("mypy")
 
 
@@ -121,7 +136,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(python="3.12")
 def bench(session: nox.Session) -> None:
     """Measure anybreaker against the other breakers, side by side, in one run."""
-    _install(session, "-e", ".[all]", "-r", "benchmarks/requirements.txt")
+    _install(session, "-e", ".[all,otel]", "-r", "benchmarks/requirements.txt")
     # Only mamba-agents' standard-library errors/circuit_breaker.py is loaded.
     _install(session, "--no-deps", "mamba-agents")
     session.run("python", "benchmarks/run.py", *session.posargs)

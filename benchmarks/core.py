@@ -295,6 +295,60 @@ def measure_timeout(rounds: int, n: int) -> SeriesResults:
     return measure_series(dict(zip(TIMEOUT_SERIES, makers, strict=True)), rounds, n)
 
 
+OTEL_SERIES = (
+    "not instrumented",
+    "a call listener that does nothing",
+    "instrumented (anybreaker.otel)",
+    "instrumented, collection included",
+)
+"""The last: the instrumented calls, then one collection by an in-memory reader, per call."""
+
+
+def measure_instrumented(rounds: int, n: int) -> SeriesResults:
+    """A closed call on a breaker instrumented with ``anybreaker.otel``, and without.
+
+    The call listener that does nothing separates what the breaker's timed
+    call path costs from what the instrumentation's listener adds; the last
+    series adds the collection (counting, and the SDK recording every
+    duration in its histogram), spread over the calls it collects.
+    """
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        from anybreaker.otel import instrument
+    except ImportError as error:
+        return SeriesResults(list(OTEL_SERIES), skipped=f"{error} (needs opentelemetry-sdk)")
+    from anybreaker import CircuitBreaker
+
+    async def plain() -> Loop:
+        return _closed_loop(CircuitBreaker("bench"))
+
+    async def listener() -> Loop:
+        return _closed_loop(CircuitBreaker("bench", call_listeners=[lambda event: None]))
+
+    async def instrumented() -> Loop:
+        reader = InMemoryMetricReader()
+        breaker = CircuitBreaker("bench")
+        instrument(breaker, meter_provider=MeterProvider(metric_readers=[reader]))
+        return _closed_loop(breaker)
+
+    async def collected() -> Loop:
+        reader = InMemoryMetricReader()
+        breaker = CircuitBreaker("bench")
+        instrument(breaker, meter_provider=MeterProvider(metric_readers=[reader]))
+        calls = _closed_loop(breaker)
+
+        async def loop(n: int) -> None:
+            await calls(n)
+            reader.get_metrics_data()
+
+        return loop
+
+    makers = (plain, listener, instrumented, collected)
+    return measure_series(dict(zip(OTEL_SERIES, makers, strict=True)), rounds, n)
+
+
 # -- memory per idle named breaker ---------------------------------------------
 
 

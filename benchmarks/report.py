@@ -15,6 +15,7 @@ from typing import Any
 
 from contention import CONTENDERS_BY_KEY, DATABASES, P99_TARGET, ContentionResults
 from core import (
+    OTEL_SERIES,
     RELEASE_SERIES,
     TIMEOUT_SERIES,
     CallResults,
@@ -31,6 +32,7 @@ FLAT_TARGET = 1.2
 SQLITE_CLOSED_TARGET = 3.0
 SQLITE_FAILURE_TARGET = 2.0
 RELEASE_TARGET = 1.3
+INSTRUMENTED_TARGET = 1.5
 CALL_KINDS = ("closed", "rejected", "failure")
 RATE_CALL_KINDS = ("closed_rate", "rejected_rate")
 CALL_TARGETS = {
@@ -73,6 +75,7 @@ class Results:
     calls: CallResults | None = None
     release: SeriesResults | None = None
     timeout: SeriesResults | None = None
+    otel: SeriesResults | None = None
     memory: list[MemoryResult] | None = None
     breakers: FlatResults | None = None
     tasks: FlatResults | None = None
@@ -178,6 +181,19 @@ def targets(results: Results) -> list[tuple[str, str, bool | None]]:
                             ratio <= RELEASE_TARGET,
                         )
                     )
+    otel = results.otel
+    if otel is not None and not otel.skipped:
+        for runtime in RUNTIMES:
+            ratio = otel.ratio(runtime, OTEL_SERIES[2], OTEL_SERIES[0])
+            if not math.isnan(ratio):
+                checks.append(
+                    (
+                        f"instrumented closed call (anybreaker.otel) ≤ {INSTRUMENTED_TARGET}"
+                        f"{TIMES} an uninstrumented one ({runtime})",
+                        f"{ratio:.2f}{TIMES}",
+                        ratio <= INSTRUMENTED_TARGET,
+                    )
+                )
     if results.memory is not None:
         for entry in results.memory:
             if entry.library == "anybreaker" and entry.bytes_per_breaker is not None:
@@ -295,6 +311,8 @@ def markdown(results: Results, chart: str | None) -> str:
         lines += _release_table(results, results.release)
     if results.timeout is not None:
         lines += _timeout_tables(results, results.timeout)
+    if results.otel is not None:
+        lines += _otel_table(results, results.otel)
     if results.memory is not None:
         lines += [
             f"### Memory per idle named breaker ({results.settings['memory_count']:,} breakers)",
@@ -541,6 +559,36 @@ def _timeout_tables(results: Results, timeout: SeriesResults) -> list[str]:
     ]
     lines += _table(["ratio (median of per-round ratios)", *RUNTIMES], rows)
     return [*lines, *_failed_series(timeout), ""]
+
+
+def _otel_table(results: Results, otel: SeriesResults) -> list[str]:
+    lines = [
+        "### An instrumented closed call (anybreaker.otel) (µs)",
+        "",
+        "`async with breaker:` around a no-op coroutine on a closed in-memory "
+        "breaker: not instrumented; with a call listener that does nothing (the "
+        "breaker's timed call path alone); instrumented with `anybreaker.otel."
+        "instrument()` on an SDK `MeterProvider` with an in-memory reader; and the "
+        "same with one collection after the calls, its cost spread over them. "
+        f"{results.settings['rounds']} rounds of {results.settings['n_closed']:,} "
+        "calls; ratio: median of the per-round ratios to the uninstrumented call.",
+        "",
+    ]
+    if otel.skipped:
+        return [*lines, f"Not measured: {otel.skipped}", ""]
+    rows = []
+    for series in otel.series:
+        row = [series]
+        for runtime in RUNTIMES:
+            row += [
+                micro(otel.cost(runtime, series)),
+                _ratio(otel.ratio(runtime, series, OTEL_SERIES[0])),
+            ]
+        rows.append(row)
+    header = ["closed call"]
+    for runtime in RUNTIMES:
+        header += [runtime, "ratio"]
+    return [*lines, *_table(header, rows), *_failed_series(otel), ""]
 
 
 def _failed_series(results: SeriesResults) -> list[str]:

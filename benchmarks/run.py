@@ -28,7 +28,17 @@ import libraries  # noqa: E402
 import report  # noqa: E402
 import storages  # noqa: E402
 
-PARTS = ("calls", "release", "timeout", "memory", "breakers", "tasks", "storages", "contention")
+PARTS = (
+    "calls",
+    "release",
+    "timeout",
+    "otel",
+    "memory",
+    "breakers",
+    "tasks",
+    "storages",
+    "contention",
+)
 
 FULL = {
     "rounds": 15,
@@ -148,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     if "timeout" in args.parts:
         start = step("closed call with call_timeout")
         results.timeout = core.measure_timeout(settings["rounds"], settings["n_closed"])
+        done(start)
+    if "otel" in args.parts:
+        start = step("closed call on an instrumented breaker (anybreaker.otel)")
+        results.otel = core.measure_instrumented(settings["rounds"], settings["n_closed"])
         done(start)
     if "memory" in args.parts:
         start = step(f"memory per idle named breaker ({settings['memory_count']:,})")

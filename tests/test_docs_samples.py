@@ -150,6 +150,13 @@ def skip_unless_available(source: str, runtime: str | None = None) -> None:
         pytest.importorskip("greenlet", reason="needs sqlalchemy[asyncio]")
     if "aiosqlite" in source:
         pytest.importorskip("aiosqlite", reason="needs anybreaker[aiosqlite]")
+    if "opentelemetry" in source:
+        pytest.importorskip("opentelemetry.sdk.metrics", reason="needs opentelemetry-sdk")
+        if "prometheus" in source:
+            pytest.importorskip(
+                "opentelemetry.exporter.prometheus",
+                reason="needs opentelemetry-exporter-prometheus",
+            )
     if "storage_from_url" in source:
         pytest.importorskip("anybreaker.storage._registry", reason="needs storage_from_url")
     if "postgresql" in source:

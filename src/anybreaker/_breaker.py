@@ -27,7 +27,7 @@ from ._state import CallEvent, CircuitState, CircuitStats
 from .storage._protocol import INITIAL_RECORD, BreakerRecord, Storage
 from .storage.memory import MemoryStorage
 
-__all__ = ["CircuitBreaker", "Listener"]
+__all__ = ["NEW_BREAKER_HOOKS", "CircuitBreaker", "Listener"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -41,6 +41,9 @@ _STALE: Final = -1
 
 # Shared by every breaker made without settings: configs are immutable.
 _DEFAULT_CONFIG: Final = CircuitBreakerConfig()
+
+NEW_BREAKER_HOOKS: list[Callable[[CircuitBreaker], object]] = []
+"""Called with every breaker made from then on (``anybreaker.otel.instrument()`` adds one)."""
 
 
 class _Ticket:
@@ -156,6 +159,8 @@ class CircuitBreaker(OutcomeRecorder):
             self.add_listener(listener)
         for call_listener in call_listeners:
             self.add_call_listener(call_listener)
+        for hook in NEW_BREAKER_HOOKS:
+            hook(self)
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._name!r} {self.state.value}>"
@@ -211,21 +216,27 @@ class CircuitBreaker(OutcomeRecorder):
         )
 
     def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(change)`` (sync or async) on every state change seen."""
+        """Call ``listener(change)`` (sync or async) on every state change seen.
+
+        A listener added already is not added again.
+        """
         if not callable(listener):
             raise TypeError(f"listener must be callable, got {listener!r}")
         extra = self._more()
-        extra.listeners = (*extra.listeners, listener)
+        if listener not in extra.listeners:
+            extra.listeners = (*extra.listeners, listener)
 
     def add_call_listener(self, listener: CallListener) -> None:
         """Call ``listener(event)`` (sync) with a ``CallEvent`` for every call, run or refused.
 
-        Breakers without call listeners do not time their calls.
+        Breakers without call listeners do not time their calls. A listener
+        added already is not added again.
         """
         if not callable(listener):
             raise TypeError(f"call listener must be callable, got {listener!r}")
         extra = self._more()
-        extra.call_listeners = (*extra.call_listeners, listener)
+        if listener not in extra.call_listeners:
+            extra.call_listeners = (*extra.call_listeners, listener)
         self._time_every_call()
 
     def _time_every_call(self) -> None:

@@ -96,6 +96,7 @@ class BreakerCore:
     """The state every part of a breaker object shares; see ``CircuitBreaker``."""
 
     __slots__ = (
+        "__weakref__",
         "_clock",
         "_config",
         "_extra",

@@ -7,6 +7,7 @@ from typing import Any
 
 from ._breaker import CircuitBreaker, Listener
 from ._config import CircuitBreakerConfig, check_settings
+from ._core import CallListener
 from .storage._protocol import Storage
 from .storage.memory import MemoryStorage
 
@@ -16,12 +17,12 @@ __all__ = ["CircuitBreakerRegistry"]
 class CircuitBreakerRegistry:
     """Hold one breaker per key (per model, per tool, per MCP server).
 
-    Every breaker it makes shares the registry's storage, clock, listeners
-    and default settings; ``get(name, **settings)`` overrides settings for
+    Every breaker it makes shares the registry's storage, clock, listeners,
+    call listeners and default settings; ``get(name, **settings)`` overrides settings for
     one key the first time it is made.
 
     ``CircuitBreakerRegistry(config=None, *, storage=None, clock=None,
-    listeners=(), **settings)`` takes the same arguments as
+    listeners=(), call_listeners=(), **settings)`` takes the same arguments as
     ``CircuitBreaker`` but the name.
     """
 
@@ -32,6 +33,7 @@ class CircuitBreakerRegistry:
         storage: Storage | None = None,
         clock: Callable[[], float] | None = None,
         listeners: Iterable[Listener] = (),
+        call_listeners: Iterable[CallListener] = (),
         **settings: Any,
     ) -> None:
         if config is not None and settings:
@@ -43,6 +45,7 @@ class CircuitBreakerRegistry:
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self._clock = clock
         self._listeners = list(listeners)
+        self._call_listeners = list(call_listeners)
         self._breakers: dict[str, CircuitBreaker] = {}
 
     def __repr__(self) -> str:
@@ -64,6 +67,7 @@ class CircuitBreakerRegistry:
                 storage=self.storage,
                 clock=self._clock,
                 listeners=self._listeners,
+                call_listeners=self._call_listeners,
             )
             self._breakers[name] = breaker
         elif settings and breaker.config != config:
@@ -85,7 +89,15 @@ class CircuitBreakerRegistry:
         return len(self._breakers)
 
     def add_listener(self, listener: Listener) -> None:
-        """Add a state change listener to every breaker, present and future."""
-        self._listeners.append(listener)
+        """Add a state change listener to every breaker, present and future (once)."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
         for breaker in self._breakers.values():
             breaker.add_listener(listener)
+
+    def add_call_listener(self, listener: CallListener) -> None:
+        """Add a call listener to every breaker, present and future (once)."""
+        if listener not in self._call_listeners:
+            self._call_listeners.append(listener)
+        for breaker in self._breakers.values():
+            breaker.add_call_listener(listener)
