@@ -69,9 +69,16 @@ class HTTPTestServer:
         """``METHOD /path`` of every request received, in order."""
         return list(self._server.received)
 
-    def answer(self, reply: Reply, prefix: str = "/") -> None:
-        """Answer requests whose path starts with ``prefix`` (the longest wins) with ``reply``."""
-        self._server.replies[prefix] = reply
+    def answer(self, reply: Reply, prefix: str = "/", *, model: str | None = None) -> None:
+        """Answer requests whose path starts with ``prefix`` (the longest wins) with ``reply``.
+
+        With ``model``: only requests whose JSON body names that ``model``
+        (as a model API's requests do); these come before any prefix.
+        """
+        if model is None:
+            self._server.replies[prefix] = reply
+        else:
+            self._server.models[model] = reply
 
     def release(self) -> None:
         """Let every held request (hanging, or holding its body) go on."""
@@ -84,10 +91,18 @@ class _Server(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.replies: dict[str, Reply] = {"/": Reply()}
+        self.models: dict[str, Reply] = {}
         self.received: list[str] = []
         self.released = threading.Event()
 
-    def reply_for(self, path: str) -> Reply:
+    def reply_for(self, path: str, body: bytes) -> Reply:
+        if self.models and body:
+            try:
+                model = json.loads(body).get("model")
+            except (ValueError, AttributeError):
+                model = None
+            if model in self.models:
+                return self.models[model]
         prefix = max((p for p in self.replies if path.startswith(p)), key=len)
         return self.replies[prefix]
 
@@ -107,10 +122,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        body = self.rfile.read(length) if length else b""
         self.server.received.append(f"{self.command} {self.path}")
-        reply = self.server.reply_for(self.path)
+        reply = self.server.reply_for(self.path, body)
         if reply.hang:
             self.server.released.wait(HOLD_LIMIT)
             self.close_connection = True
