@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -479,25 +477,3 @@ def test_invalid_arguments_are_refused_by_name(
     """Each wrong argument raises TypeError or ValueError naming it."""
     with pytest.raises(error, match=match):
         BreakerTransport(**arguments)
-
-
-def test_importing_anybreaker_does_not_import_httpx() -> None:
-    """httpx is imported by anybreaker.httpx only."""
-    code = "import sys, anybreaker; print('httpx' in sys.modules)"
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "False"
-
-
-def test_without_httpx_the_import_error_names_the_extra() -> None:
-    """Importing anybreaker.httpx without httpx says what to install."""
-    code = (
-        "import sys; sys.modules['httpx'] = None\n"
-        "try:\n    import anybreaker.httpx\n"
-        "except ImportError as error:\n    print(error)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert 'pip install "anybreaker[httpx]"' in result.stdout

@@ -31,9 +31,6 @@ from ._registry import CircuitBreakerRegistry
 __all__ = ["BreakerTransport", "CallTimeout", "FailedResponse", "origin_key"]
 
 _DELAY_SECONDS: Final = re.compile(r"\d+(\.\d+)?")
-DEFAULT_FAILURE_STATUS_CODES: Final = range(500, 600)
-DEFAULT_RETRY_AFTER_STATUS_CODES: Final = (429, 503)
-DEFAULT_MAX_RETRY_AFTER: Final = 300.0
 
 
 class FailedResponse(Exception):
@@ -97,9 +94,9 @@ class BreakerTransport(httpx.AsyncBaseTransport):
         *,
         registry: CircuitBreakerRegistry | None = None,
         key: Callable[[httpx.Request], str] | None = None,
-        failure_status_codes: Collection[int] = DEFAULT_FAILURE_STATUS_CODES,
-        retry_after_status_codes: Collection[int] = DEFAULT_RETRY_AFTER_STATUS_CODES,
-        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        failure_status_codes: Collection[int] = range(500, 600),
+        retry_after_status_codes: Collection[int] = (429, 503),
+        max_retry_after: float = 300.0,
         is_failure_response: Callable[[httpx.Response], bool] | None = None,
     ) -> None:
         if transport is None:
