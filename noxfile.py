@@ -11,7 +11,15 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["tests", "tests_minimal", "examples", "lint", "typecheck", "docs"]
+nox.options.sessions = [
+    "tests",
+    "tests_minimal",
+    "tests_sdk",
+    "examples",
+    "lint",
+    "typecheck",
+    "docs",
+]
 
 # On a developer's machine a second run reuses the environments the first one
 # built, and installs nothing when nothing it installs has changed. CI builds
@@ -31,6 +39,10 @@ PYTHONS = [
 # Besides the extra "testing" (pytest and trio), which the minimal session
 # cannot take: it runs with no optional dependency.
 TEST_REQUIREMENTS = ["pytest>=8.2", "hypothesis>=6.100"]
+# A model SDK built on httpx, for the tests of anybreaker.httpx under it (and
+# the samples that use it): from 3.14.1 on, the OpenAI SDK lets an exception of
+# its HTTP client that is not an httpx error reach its caller unretried.
+SDK_REQUIREMENTS = ["openai>=3.14.1"]
 # The servers' tests fail instead of skipping where CI demands the servers.
 PASSTHROUGH = ("ANYBREAKER_REQUIRE_SERVERS",)
 
@@ -83,6 +95,20 @@ def tests_minimal(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHONS[0])
+@nox.parametrize("runtime", ["asyncio", "trio"])
+def tests_sdk(session: nox.Session, runtime: str) -> None:
+    """Run the httpx transport's tests under a real model SDK, and the samples that use it."""
+    _install(session, "-e", ".[all,testing]", *SDK_REQUIREMENTS, *TEST_REQUIREMENTS)
+    session.run(
+        "pytest",
+        "tests/test_httpx_sdk.py",
+        "tests/test_docs_samples.py",
+        *session.posargs,
+        env=_env(ANYBREAKER_RUNTIME=runtime),
+    )
+
+
+@nox.session(python=PYTHONS[0])
 def examples(session: nox.Session) -> None:
     """Run the example storage backend's own conformance tests."""
     _install(session, "-e", ".[testing]")
@@ -107,7 +133,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHONS[0])
 def typecheck(session: nox.Session) -> None:
     """Type-check src and tests with mypy --strict."""
-    _install(session, "-e", ".[all,testing]", "mypy", "nox", *TEST_REQUIREMENTS)
+    _install(session, "-e", ".[all,testing]", "mypy", "nox", *SDK_REQUIREMENTS, *TEST_REQUIREMENTS)
     session.run("mypy")
 
 
