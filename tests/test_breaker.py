@@ -653,3 +653,41 @@ async def test_decorating_a_sync_function_is_refused(storage: Storage, clock: Fa
 
     with pytest.raises(TypeError, match="async def"):
         breaker(not_async)  # type: ignore[arg-type]
+
+
+async def test_call_refuses_a_function_that_is_not_async_and_counts_nothing(
+    storage: Storage, clock: FakeClock
+) -> None:
+    """call(sync_fn) is a TypeError saying so; the healthy dependency never opens the breaker."""
+    breaker = make(storage, clock, failure_threshold=2)
+
+    def sync_fn() -> int:
+        return 42
+
+    for _ in range(3):
+        with pytest.raises(TypeError, match="async function"):
+            await breaker.call(sync_fn)  # type: ignore[arg-type]
+    assert breaker.state is CLOSED
+    assert breaker.stats.failed_calls == 0
+
+
+async def test_with_instead_of_async_with_says_what_to_write(
+    storage: Storage, clock: FakeClock
+) -> None:
+    """``with breaker:`` is a TypeError that says to use ``async with``."""
+    breaker = make(storage, clock)
+    with pytest.raises(TypeError, match="use `async with breaker:`"), breaker:
+        pass
+
+
+async def test_decorating_an_object_with_an_async_call(storage: Storage, clock: FakeClock) -> None:
+    """@breaker accepts an object whose __call__ is an async def, as call() does."""
+    breaker = make(storage, clock)
+
+    class Tool:
+        async def __call__(self, prompt: str) -> str:
+            return prompt.upper()
+
+    guarded = breaker(Tool())
+    assert await guarded("hi") == "HI"
+    assert await breaker.call(Tool(), "ok") == "OK"

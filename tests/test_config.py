@@ -52,6 +52,18 @@ def test_defaults_match_the_documented_table() -> None:
         ("ignored_exceptions", 42, TypeError),
         ("is_failure", 42, TypeError),
         ("on_storage_error", "explode", ValueError),
+        ("timeout", 10**400, ValueError),
+        ("failure_rate_threshold", 0.0, ValueError),
+        ("failure_rate_threshold", 1.5, ValueError),
+        ("failure_rate_threshold", "half", TypeError),
+        ("slow_call_rate_threshold", -0.1, ValueError),
+        ("minimum_calls", 0, ValueError),
+        ("consecutive_failures", 0, ValueError),
+        ("slow_call_duration", 0.0, ValueError),
+        ("call_timeout", math.inf, ValueError),
+        ("call_timeout", -1, ValueError),
+        ("trip", "always", TypeError),
+        ("enforce", "no", TypeError),
     ],
 )
 def test_invalid_setting_names_the_field(field: str, value: Any, error: type[Exception]) -> None:
@@ -60,6 +72,19 @@ def test_invalid_setting_names_the_field(field: str, value: Any, error: type[Exc
         CircuitBreakerConfig(**{field: value})
     with pytest.raises(error, match=field):
         CircuitBreaker("api", **{field: value})
+
+
+def test_a_slow_call_rate_needs_a_duration() -> None:
+    """slow_call_rate_threshold without slow_call_duration is refused, naming both."""
+    with pytest.raises(ValueError, match="slow_call_rate_threshold needs slow_call_duration"):
+        CircuitBreakerConfig(slow_call_rate_threshold=0.5)
+
+
+def test_at_least_one_rule_must_be_set() -> None:
+    """A config with every rule off is refused, naming the rules."""
+    with pytest.raises(ValueError, match=r"no trip rule is set.*failure_threshold"):
+        CircuitBreakerConfig(failure_threshold=None)
+    assert CircuitBreakerConfig(failure_threshold=None, consecutive_failures=3)
 
 
 def test_max_timeout_below_timeout_is_refused() -> None:

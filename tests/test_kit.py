@@ -81,6 +81,29 @@ def test_a_correct_storage_passes_under_both_runtimes(pytester: pytest.Pytester)
     }
 
 
+def test_a_storage_of_the_five_methods_alone_passes(pytester: pytest.Pytester) -> None:
+    """A storage with only get, compare_and_set, delete, names and aclose passes the kit."""
+    recorder = run_kit(
+        pytester,
+        """
+        async def make_storage(self):
+            inner = MemoryStorage()
+
+            class Plain:
+                get = inner.get
+                compare_and_set = inner.compare_and_set
+                delete = inner.delete
+                names = inner.names
+                aclose = inner.aclose
+
+            return Plain()
+        """,
+    )
+    passed, _, failed = recorder.listoutcomes()
+    assert failed == []
+    assert len(passed) > 50
+
+
 def test_the_kit_fails_a_storage_that_ignores_versions(pytester: pytest.Pytester) -> None:
     """A compare-and-set that always stores fails the version tests and the races."""
     recorder = run_kit(

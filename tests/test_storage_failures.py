@@ -381,3 +381,42 @@ async def test_a_lock_released_within_lock_timeout_is_waited_out(tmp_path: Path)
 def release(holder: subprocess.Popen[str]) -> None:
     """Tell a lock holder to let go, and wait for it to end."""
     holder.communicate("release\n", timeout=WAIT)
+
+
+async def test_failures_counted_while_writes_fail_reach_the_file_afterwards(
+    tmp_path: Path,
+) -> None:
+    """Reads answer, writes fail: it opens locally, waits on the lock once, then tells the file."""
+    path = tmp_path / "breakers.db"
+    lock = LockHeld(path)
+    clock = FakeClock()
+    async with sql.SQLiteStorage(path, staleness=0, lock_timeout=0.2) as storage:
+        guarded = Guarded(storage, "local", clock)
+        guarded.breaker = CircuitBreaker(
+            NAME,
+            storage=storage,
+            clock=clock,
+            failure_threshold=3,
+            storage_timeout=10.0,
+            storage_retry_interval=RETRY_INTERVAL,
+        )
+        assert await guarded.call() is Boom
+        lock.child = hold_lock(path, "IMMEDIATE")
+        try:
+            started = time.monotonic()
+            outcomes = [await guarded.call() for _ in range(4)]
+            elapsed = time.monotonic() - started
+            assert outcomes == [Boom, Boom, CircuitBreakerOpenError, CircuitBreakerOpenError]
+            # Only the first failed write waited out lock_timeout; the rest went local.
+            assert elapsed < 3 * 0.2 + 1.0
+            await lock.off()
+        finally:
+            lock.cleanup()
+        clock.advance(RETRY_INTERVAL)
+        assert await guarded.call() is CircuitBreakerOpenError  # the probe writes what it counted
+        async with other_process_view(path) as view:
+            stored = await view.get(NAME)
+            assert stored is not None
+            assert stored.state is CircuitState.OPEN
+            observer = CircuitBreaker(NAME, storage=view, clock=clock)
+            assert (await observer.get_window_stats()).failures == 3

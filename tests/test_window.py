@@ -154,12 +154,15 @@ async def test_failures_during_a_write_join_the_next_one(
     watched.hold_writes = anyio.Event()
     raised = done = 0
 
+    async def failing() -> None:
+        nonlocal raised
+        raised += 1
+        raise Boom
+
     async def one_failure() -> None:
-        nonlocal raised, done
+        nonlocal done
         with pytest.raises(Boom):
-            async with breaker:
-                raised += 1
-                raise Boom
+            await breaker.call(failing)
         done += 1
 
     with anyio.fail_after(30):

@@ -178,9 +178,10 @@ class StorageAccess(BreakerCore):
         extra.outage = None
         logger.info("circuit %r: storage %r answers again", self._name, self._storage)
         record = self._adopt(record, now, begun, force=True)
-        if ledger and ledger.generation == extra.tally.generation:
+        if ledger and ledger.generation == self._record.generation:
             # Conflicts outlasted storage_timeout: the next write carries them.
-            ledger.merge(extra.tally)
+            if extra.tally is not None:
+                ledger.merge(extra.tally)
             extra.tally = ledger
         return record
 

@@ -253,9 +253,12 @@ class CircuitBreaker(OutcomeRecorder):
                 self._untagged += 1
                 return self
             if record.state is _OPEN and self._seen is _OPEN:
-                # _reject_if_open(), written out: rejections come in floods.
-                remaining = machine.time_until_retry(record, self._config, self._clock())
-                if remaining > 0:
+                # _reject_if_open(), written out: rejections come in floods. An
+                # opening stamped later than now (the clock stepped back) takes
+                # the slow path, which rebases it.
+                now = self._clock()
+                remaining = machine.time_until_retry(record, self._config, now)
+                if remaining > 0 and record.changed_at <= now:
                     self._rejected += 1
                     raise CircuitBreakerOpenError(self._name, remaining)
         generation, token = await self._admit()
@@ -375,8 +378,9 @@ class CircuitBreaker(OutcomeRecorder):
                 and not self._per_call
                 and self._fresh()
             ):
-                remaining = machine.time_until_retry(record, self._config, self._clock())
-                if remaining > 0:
+                now = self._clock()
+                remaining = machine.time_until_retry(record, self._config, now)
+                if remaining > 0 and record.changed_at <= now:
                     self._rejected += 1
                     raise CircuitBreakerOpenError(self._name, remaining)
             generation, token = await self._admit()
@@ -563,7 +567,7 @@ class CircuitBreaker(OutcomeRecorder):
         """
         now = self._clock()
         try:
-            record = self._record if self._fresh() else await self._read(now)
+            record = self._rebase(now) if self._fresh() else await self._read(now)
             self._notice(now)
             admission = machine.admit(record, self._config, now, _new_token)
             if admission.record is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
@@ -62,7 +63,7 @@ class Extra:
         "written",
     )
 
-    def __init__(self, generation: int) -> None:
+    def __init__(self) -> None:
         self.failed = self.neutral = self.state_changes = 0
         self.listeners: tuple[Listener, ...] = ()
         self.call_listeners: tuple[CallListener, ...] = ()
@@ -74,8 +75,8 @@ class Extra:
         """Trial permits taken by ``allow_request()`` and not yet given back."""
         self.lock: anyio.Lock | None = None
         """Held while this object writes: outcomes arriving meanwhile join the next write."""
-        self.tally = Tally(generation)
-        """Outcomes of the current generation not written yet."""
+        self.tally: Tally | None = None
+        """Outcomes of the current generation not written yet (made when needed)."""
         self.batch = 1
         """The number of the pending counts, for group commit; written ones: ``written``."""
         self.written = 0
@@ -143,7 +144,7 @@ class BreakerCore:
     def _more(self) -> Extra:
         extra = self._extra
         if extra is None:
-            extra = self._extra = Extra(self._record.generation)
+            extra = self._extra = Extra()
         return extra
 
     def _begin(self) -> int:
@@ -169,7 +170,7 @@ class BreakerCore:
             if record.version == current.version:
                 if begun > extra.adopted_at and now > self._read_at:
                     self._read_at = now
-                return current
+                return self._rebase(now)
             if record.version < current.version and begun <= extra.adopted_at:
                 return current
         record = machine.rebase(record, self._config, now)
@@ -177,16 +178,21 @@ class BreakerCore:
             # Outcomes of calls begun before this change no longer count.
             if self._untagged:
                 self._per_call = True
-            if extra.tally:
-                extra.tally = Tally(record.generation)
-            else:
-                extra.tally.generation = record.generation
+            extra.tally = None
             self._filed = self._succeeded
         self._record = record
         self._read_at = now
         extra.adopted_at = extra.ops
         self._notice(now)
         return record
+
+    def _rebase(self, now: float) -> BreakerRecord:
+        """Move the cached record's times that lie after ``now`` to ``now``, once."""
+        record = self._record
+        rebased = machine.rebase(record, self._config, now)
+        if rebased is not record:
+            self._record = rebased
+        return rebased
 
     def _adopt_own(self, record: BreakerRecord, now: float) -> None:
         """Cache ``record``, just stored by this object's own compare-and-set."""
@@ -212,6 +218,13 @@ class BreakerCore:
             steps = ((old, state),)
         at = max(now, extra.last_change_at)
         extra.last_change_at = at
+        record = self._record
+        if state is _OPEN and record.open_duration == math.inf and not record.forced:
+            logger.warning(
+                "circuit %r: its backed-off open period overflowed; it stays open until "
+                "reset(). Set max_timeout to cap the back-off",
+                self._name,
+            )
         for before, after in steps:
             extra.state_changes += 1
             logger.info("circuit %r: %s -> %s", self._name, before.value, after.value)

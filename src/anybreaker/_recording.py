@@ -170,7 +170,10 @@ class OutcomeRecorder(LiveCounting):
 
     def _tally(self) -> Tally:
         """The pending counts, with the successes counted so far filed in."""
-        tally = self._more().tally
+        extra = self._more()
+        tally = extra.tally
+        if tally is None:
+            tally = extra.tally = Tally(self._record.generation)
         unsent = self._succeeded - self._filed
         if unsent:
             tally.add(self._unsent_start, Outcome.SUCCESS, count=unsent)
@@ -183,6 +186,13 @@ class OutcomeRecorder(LiveCounting):
         The success is not in ``_succeeded`` yet; the earlier ones not yet
         filed belong to the bucket at ``_unsent_start``.
         """
+        start = machine.bucket_start(now, self._config)
+        if self._extra is None and self._succeeded == self._filed:
+            # The first success: nothing to file, nothing to write for a while.
+            self._succeeded += 1
+            self._unsent_start = start
+            self._unsent_until = min(start + self._config.bucket_width, now + FLUSH_INTERVAL)
+            return
         extra = self._more()
         if extra.flush_due == -math.inf or extra.flush_due > now + FLUSH_INTERVAL:
             # The first success, or the clock stepped back: flush one interval from now.
@@ -200,7 +210,6 @@ class OutcomeRecorder(LiveCounting):
         self._succeeded += 1
         if in_place:
             self._filed += 1
-        start = machine.bucket_start(now, self._config)
         self._unsent_start = start
         self._unsent_until = min(start + self._config.bucket_width, extra.flush_due)
         if due and not in_place:
@@ -231,7 +240,7 @@ class OutcomeRecorder(LiveCounting):
         if self._local is not None and extra.outage is None:
             return self._store_local(change, with_tally)
         if extra.lock is None:
-            extra.lock = anyio.Lock()
+            extra.lock = anyio.Lock(fast_acquire=True)
         with anyio.CancelScope(shield=True):
             async with extra.lock:
                 if batch is not None and extra.written >= batch:
@@ -247,7 +256,7 @@ class OutcomeRecorder(LiveCounting):
         taken = 0
         if with_tally:
             tally = self._tally()
-            extra.tally = Tally(self._record.generation)
+            extra.tally = None
             taken = extra.batch
             extra.batch += 1
         record = self._record
@@ -289,7 +298,7 @@ class OutcomeRecorder(LiveCounting):
         tally: Tally | None = None
         if with_tally:
             tally = self._tally()
-            self._more().tally = Tally(self._record.generation)
+            self._more().tally = None
         storage = self._storage
         assert isinstance(storage, MemoryStorage)
         while True:
@@ -306,9 +315,11 @@ class OutcomeRecorder(LiveCounting):
     def _keep_pending(self, tally: Tally) -> None:
         """Put counts that were not written back in front of the pending ones."""
         extra = self._more()
-        if tally.generation == extra.tally.generation:
+        if tally.generation != self._record.generation:
+            return  # stale: the breaker changed state since
+        if extra.tally is not None:
             tally.merge(extra.tally)
-            extra.tally = tally
+        extra.tally = tally
 
     async def get_window_stats(self) -> WindowStats:
         """Return the window's numbers as the storage holds them, for every process.

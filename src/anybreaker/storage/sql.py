@@ -93,9 +93,18 @@ _BUSY_TIMEOUT: Final = 0.005
 _FIRST_PAUSE: Final = 0.0005
 _MAX_PAUSE: Final = 0.005
 _POOL_SIZE: Final = 8
+
+
+class _DriverFailure(Exception):
+    """An exception the driver raised running a statement that is not one of its errors."""
+
+
 # What a database or its driver raises when it fails; anything else (a
-# CompileError, a TypeError) is a bug and is not dressed up as a StorageError.
+# CompileError, a TypeError of ours) is a bug and is not dressed up as a
+# StorageError. Whatever the driver raises while it runs a statement is
+# the driver's failure (``_DriverFailure``).
 _FAILURES: Final = (
+    _DriverFailure,
     DBAPIError,
     sa.exc.TimeoutError,
     sa.exc.DisconnectionError,
@@ -761,8 +770,11 @@ class _Compiled:
             if fetch == "all":
                 return cursor.fetchall()
             return cursor.rowcount
-        except dialect.loaded_dbapi.Error as error:
+        except Exception as error:
             connection.info.pop(_CURSOR, None)
+            if not isinstance(error, dialect.loaded_dbapi.Error):
+                # Not the database's answer: the connection is thrown away after.
+                raise _DriverFailure(f"{type(error).__name__}: {error}") from error
             disconnected = dialect.is_disconnect(error, driver_connection, cursor)
             if disconnected:
                 connection.invalidate(error)
@@ -1138,6 +1150,8 @@ def _driver_error(error: BaseException) -> BaseException:
     """The driver's own exception behind SQLAlchemy's wrapper (whose text repeats it)."""
     if isinstance(error, DBAPIError) and error.orig is not None:
         return error.orig
+    if isinstance(error, _DriverFailure) and error.__cause__ is not None:
+        return error.__cause__
     return error
 
 
