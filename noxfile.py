@@ -11,7 +11,15 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["tests", "tests_minimal", "examples", "lint", "typecheck", "docs"]
+nox.options.sessions = [
+    "tests",
+    "tests_minimal",
+    "tests_sdk",
+    "examples",
+    "lint",
+    "typecheck",
+    "docs",
+]
 
 # On a developer's machine a second run reuses the environments the first one
 # built, and installs nothing when nothing it installs has changed. CI builds
@@ -38,6 +46,10 @@ OTEL_TEST_REQUIREMENTS = [
     "opentelemetry-exporter-prometheus>=0.48b0",
     "matplotlib",
 ]
+# A model SDK built on httpx, for the tests of anybreaker.httpx under it (and
+# the samples that use it): from 3.14.1 on, the OpenAI SDK lets an exception of
+# its HTTP client that is not an httpx error reach its caller unretried.
+SDK_REQUIREMENTS = ["openai>=3.14.1"]
 # The servers' tests fail instead of skipping where CI demands the servers.
 PASSTHROUGH = ("ANYBREAKER_REQUIRE_SERVERS",)
 
@@ -90,6 +102,20 @@ def tests_minimal(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHONS[0])
+@nox.parametrize("runtime", ["asyncio", "trio"])
+def tests_sdk(session: nox.Session, runtime: str) -> None:
+    """Run the httpx transport's tests under a real model SDK, and the samples that use it."""
+    _install(session, "-e", ".[all,testing]", *SDK_REQUIREMENTS, *TEST_REQUIREMENTS)
+    session.run(
+        "pytest",
+        "tests/test_httpx_sdk.py",
+        "tests/test_docs_samples.py",
+        *session.posargs,
+        env=_env(ANYBREAKER_RUNTIME=runtime),
+    )
+
+
+@nox.session(python=PYTHONS[0])
 def examples(session: nox.Session) -> None:
     """Run the example storage backend's own conformance tests."""
     _install(session, "-e", ".[testing]")
@@ -120,6 +146,7 @@ def typecheck(session: nox.Session) -> None:
         ".[all,otel,testing]",
         "mypy",
         "nox",
+        *SDK_REQUIREMENTS,
         *TEST_REQUIREMENTS,
         *OTEL_TEST_REQUIREMENTS,
     )

@@ -157,6 +157,10 @@ def skip_unless_available(source: str, runtime: str | None = None) -> None:
                 "opentelemetry.exporter.prometheus",
                 reason="needs opentelemetry-exporter-prometheus",
             )
+    if re.search(r"^\s*(import|from) (httpx|anybreaker\.httpx)\b", source, re.MULTILINE):
+        pytest.importorskip("httpx", reason="needs anybreaker[httpx]")
+    if re.search(r"^\s*(import|from) openai\b", source, re.MULTILINE):
+        pytest.importorskip("openai", reason="needs the OpenAI SDK (nox -s tests_sdk installs it)")
     if "storage_from_url" in source:
         pytest.importorskip("anybreaker.storage._registry", reason="needs storage_from_url")
     if "postgresql" in source:
