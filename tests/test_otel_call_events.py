@@ -107,13 +107,13 @@ async def test_no_event_is_made_without_a_call_listener(
 ) -> None:
     """A breaker without call listeners builds no CallEvent, whatever its calls do."""
     made: list[tuple[Any, ...]] = []
-    real_init = CallEvent.__init__
+    real_new = CallEvent.__new__
 
-    def counting_init(self: CallEvent, *args: Any) -> None:
+    def counting_new(cls: type[CallEvent], *args: Any) -> CallEvent:
         made.append(args)
-        real_init(self, *args)
+        return real_new(cls, *args)
 
-    monkeypatch.setattr(CallEvent, "__init__", counting_init)
+    monkeypatch.setattr(CallEvent, "__new__", counting_new)
     breaker = CircuitBreaker("quiet", clock=clock, failure_threshold=1)
     async with breaker:
         pass

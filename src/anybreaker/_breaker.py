@@ -259,11 +259,13 @@ class CircuitBreaker(OutcomeRecorder):
             local.get(self._name, INITIAL_RECORD) is record
             if local is not None
             else self._read_at <= self._clock() < self._read_at + self._staleness
-        ) and not self._per_call:
+        ):
             if record.state is _CLOSED:
-                self._untagged += 1
-                return self
-            if record.state is _OPEN and self._seen is _OPEN:
+                if not self._per_call:
+                    self._untagged += 1
+                    return self
+                generation, token = record.generation, None  # admitted; a ticket follows
+            elif record.state is _OPEN and self._seen is _OPEN and not self._per_call:
                 # _reject_if_open(), written out: rejections come in floods. An
                 # opening stamped later than now (the clock stepped back) takes
                 # the slow path, which rebases it.
@@ -272,7 +274,11 @@ class CircuitBreaker(OutcomeRecorder):
                 if remaining > 0 and record.changed_at <= now:
                     self._rejected += 1
                     raise CircuitBreakerOpenError(self._name, remaining)
-        generation, token = await self._admit()
+                generation, token = await self._admit()
+            else:
+                generation, token = await self._admit()
+        else:
+            generation, token = await self._admit()
         if token is None and not self._per_call:
             self._untagged += 1
             return self

@@ -78,8 +78,8 @@ HALF_OPEN_RETRY = 1.0
 Trip = Callable[[WindowStats], bool]
 
 
-class Outcome(enum.Enum):
-    """How a guarded call ended, as far as the breaker is concerned."""
+class Outcome(enum.StrEnum):
+    """How a guarded call ended, as far as the breaker is concerned (a ``str``)."""
 
     SUCCESS = "success"
     FAILURE = "failure"

@@ -101,7 +101,7 @@ class OutcomeRecorder(LiveCounting):
             self._succeeded += 1
             self._filed += 1
         if extra.call_listeners:
-            self._emit(CallEvent(self._name, outcome.value, duration, slow, now))
+            self._emit(CallEvent(self._name, outcome, duration, slow, now))  # type: ignore[arg-type]
         try:
             if isinstance(exc, RetryAfter):
                 if token is None and generation == self._record.generation:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 __all__ = ["CallEvent", "CircuitState", "CircuitStats", "StateChange", "WindowStats"]
 
@@ -65,9 +65,12 @@ class WindowStats:
 CallOutcome = Literal["success", "failure", "neutral", "rejected"]
 
 
-@dataclass(frozen=True, slots=True)
-class CallEvent:
-    """One guarded call as seen by this breaker object, as given to call listeners."""
+class CallEvent(NamedTuple):
+    """One guarded call as seen by this breaker object, as given to call listeners.
+
+    A named tuple: made for every call of a breaker with call listeners, it
+    must cost little.
+    """
 
     name: str
     outcome: CallOutcome
