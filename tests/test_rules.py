@@ -366,6 +366,18 @@ async def test_retry_after_never_shortens_an_opening(storage: Storage, clock: Fa
     assert other.get_time_until_retry() == pytest.approx(60.0)
 
 
+async def test_a_retry_after_of_zero_is_a_plain_failure(
+    storage: Storage, clock: FakeClock
+) -> None:
+    """RetryAfter(0) asks for no pause: it counts as a failure and opens nothing by itself."""
+    breaker = make(storage, clock, failure_threshold=2)
+    with pytest.raises(RetryAfter):
+        async with breaker:
+            raise RetryAfter(0)
+    assert breaker.state is CLOSED
+    assert (await breaker.get_window_stats()).failures == 1
+
+
 def test_retry_after_checks_its_seconds() -> None:
     """RetryAfter refuses seconds that are not finite numbers >= 0, naming them."""
     for bad in (-1, math.inf, math.nan, 10**400):

@@ -103,7 +103,7 @@ class OutcomeRecorder(LiveCounting):
         if extra.call_listeners:
             self._emit(CallEvent(self._name, outcome, duration, slow, now))  # type: ignore[arg-type]
         try:
-            if isinstance(exc, RetryAfter):
+            if isinstance(exc, RetryAfter) and exc.seconds > 0:
                 if token is None and generation == self._record.generation:
                     self._tally().add(machine.bucket_start(now, self._config), outcome, slow)
                 await self._write(self._retry_after(exc.seconds), with_tally=True)
