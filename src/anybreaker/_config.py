@@ -18,13 +18,9 @@ _POLICIES: tuple[str, ...] = get_args(StorageErrorPolicy)
 WINDOW_BUCKETS = 10
 """The window is kept as this many buckets of ``window_size / WINDOW_BUCKETS`` seconds."""
 
-_RULES = (
-    "failure_threshold",
-    "failure_rate_threshold",
-    "consecutive_failures",
-    "slow_call_rate_threshold",
-    "trip",
-)
+OTHER_RULES = ("failure_rate_threshold", "consecutive_failures", "slow_call_rate_threshold", "trip")
+"""The trip rules besides ``failure_threshold``."""
+_RULES = ("failure_threshold", *OTHER_RULES)
 
 
 @dataclass(frozen=True, slots=True)

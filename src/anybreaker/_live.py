@@ -18,7 +18,7 @@ from typing import Final
 
 from . import _machine as machine
 from ._access import StorageAccess
-from ._config import WINDOW_BUCKETS
+from ._config import OTHER_RULES, WINDOW_BUCKETS, CircuitBreakerConfig
 from ._machine import Outcome, Tally
 from ._state import CircuitState
 from .storage._protocol import INITIAL_RECORD, BreakerRecord
@@ -39,6 +39,7 @@ class LiveWindow:
         "flush_due",
         "record",
         "start",
+        "threshold_only",
         "until",
         "width",
         "window",
@@ -46,10 +47,15 @@ class LiveWindow:
         "written",
     )
 
-    def __init__(self, record: BreakerRecord, window_size: float, now: float) -> None:
+    def __init__(self, record: BreakerRecord, config: CircuitBreakerConfig, now: float) -> None:
         self.record = record
         """The stored record this window continues."""
+        window_size = config.window_size
         self.window_size = window_size
+        self.threshold_only = config.failure_threshold is not None and not any(
+            getattr(config, rule) is not None for rule in OTHER_RULES
+        )
+        """Whether the failure count is the only rule: checked without ``trips()``."""
         self.width = window_size / WINDOW_BUCKETS
         self.window = Tally.of(record, window_size, now)
         self.written = True
@@ -90,7 +96,7 @@ class LiveCounting(StorageAccess):
             if live is not None and live.record is record:
                 self._write_live(storage, live, now)
                 record = self._record
-            live = storage._live[self._name] = LiveWindow(record, window_size, now)
+            live = storage._live[self._name] = LiveWindow(record, self._config, now)
         elif not live.start <= now < live.until:
             live.window.prune(window_size, now)
             live.enter_bucket(now)
@@ -119,11 +125,29 @@ class LiveCounting(StorageAccess):
                 # This object's successes so far came first.
                 live.window.add(self._unsent_start, Outcome.SUCCESS, count=unsent)
                 self._filed = self._succeeded
-            live.window.add(live.start, outcome, slow, count)
+            window = live.window
+            if outcome is Outcome.FAILURE and count == 1 and not slow:
+                # Tally.add(), written out for the most frequent count: one failure.
+                counts = window.buckets.get(live.start)
+                if counts is None:
+                    counts = window.buckets[live.start] = [0, 0, 0]
+                counts[0] += 1
+                counts[1] += 1
+                window.calls += 1
+                window.failures += 1
+                window.streak += 1
+            else:
+                window.add(live.start, outcome, slow, count)
             live.written = False
             config = self._config
-            trip = None if config.trip is None else self._guarded_trip
-            if machine.trips(config, live.window, trip):
+            threshold = config.failure_threshold
+            if live.threshold_only:
+                assert threshold is not None
+                tripped = window.failures >= threshold  # trips(), for the default rule
+            else:
+                trip = None if config.trip is None else self._guarded_trip
+                tripped = machine.trips(config, window, trip)
+            if tripped:
                 self._write_live_change(
                     live, now, machine.opened_by_rules(live.record, config, now, live.window)
                 )
