@@ -78,10 +78,12 @@ class Worker:
         answer: dict[str, Any] = json.loads(self.line())
         return answer
 
-    def close(self) -> None:
+    def close(self) -> str:
+        """End the worker; return what it wrote to stderr (its warnings)."""
         if self.process.poll() is None:
             self.process.kill()
-        self.process.communicate(timeout=WAIT)
+        _, errors = self.process.communicate(timeout=WAIT)
+        return errors
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -111,7 +113,8 @@ def test_a_rule_crossed_only_by_two_processes_together_opens_for_both(
         "staleness": 0.0,
         "start": START,
         "slow_seconds": 2.0,
-        "breaker": {"timeout": 3600.0, "window_size": 600.0, **settings},
+        # A storage operation slow under load is not what this test is about.
+        "breaker": {"timeout": 3600.0, "window_size": 600.0, "storage_timeout": 30.0, **settings},
     }
     runtimes = [BACKENDS[0], BACKENDS[-1]]
     workers = [Worker({**common, "runtime": runtime}) for runtime in runtimes]
@@ -122,9 +125,9 @@ def test_a_rule_crossed_only_by_two_processes_together_opens_for_both(
         assert first.run("state")["state"] == "closed"
         for command in second_does:
             assert second.run(command)["refused"] == 0
-        for worker in workers:
-            assert worker.run("state")["state"] == "open", rule
-        assert first.run("fail 1")["refused"] == 1
+        states = [worker.run("state") for worker in workers]
+        refused = first.run("fail 1")["refused"]
     finally:
-        for worker in workers:
-            worker.close()
+        errors = [worker.close() for worker in workers]
+    assert [state["state"] for state in states] == ["open", "open"], (states, errors)
+    assert refused == 1
