@@ -37,6 +37,7 @@ def make(
         "success_threshold": 2,
         "timeout": 10.0,
         "window_size": 60.0,
+        "storage_timeout": 60.0,  # a storage slow under load is not what these test
     }
     return CircuitBreaker(name, storage=storage, clock=clock, **{**defaults, **settings})
 

@@ -78,7 +78,12 @@ class Stale:
 
 def make(storage: Any, clock: FakeClock, **settings: Any) -> CircuitBreaker:
     """A breaker on ``storage`` and the test's clock."""
-    defaults: dict[str, Any] = {"failure_threshold": 2, "timeout": 10.0, "window_size": 60.0}
+    defaults: dict[str, Any] = {
+        "failure_threshold": 2,
+        "timeout": 10.0,
+        "window_size": 60.0,
+        "storage_timeout": 60.0,  # a storage slow under load is not what these test
+    }
     return CircuitBreaker(NAME, storage=storage, clock=clock, **{**defaults, **settings})
 
 

@@ -40,6 +40,7 @@ async def test_a_shadow_breaker_opens_tells_and_still_runs_every_call(
         "model-api",
         storage=storage,
         clock=clock,
+        storage_timeout=60.0,
         failure_threshold=3,
         timeout=30.0,
         enforce=False,
@@ -96,6 +97,7 @@ async def test_a_shadow_breaker_runs_calls_beyond_the_trial_permits(
         "search-tool",
         storage=storage,
         clock=clock,
+        storage_timeout=60.0,
         failure_threshold=1,
         timeout=10.0,
         half_open_max_calls=1,
@@ -119,7 +121,9 @@ async def test_allow_request_in_shadow_mode_always_says_yes(
     storage: Storage, clock: FakeClock
 ) -> None:
     """Manual use: allow_request() is True while open, and the refusal is counted."""
-    breaker = CircuitBreaker("tool", storage=storage, clock=clock, enforce=False)
+    breaker = CircuitBreaker(
+        "tool", storage=storage, clock=clock, storage_timeout=60.0, enforce=False
+    )
     await breaker.force_open()
     assert await breaker.allow_request()
     await breaker.record_failure(ConnectionError("down"))
@@ -132,9 +136,16 @@ async def test_a_shadow_breaker_shares_its_state_with_enforcing_ones_of_its_name
 ) -> None:
     """A shadow breaker's opening is the name's state: enforcing breakers of that name refuse."""
     shadow = CircuitBreaker(
-        "payments", storage=storage, clock=clock, failure_threshold=1, enforce=False
+        "payments",
+        storage=storage,
+        clock=clock,
+        storage_timeout=60.0,
+        failure_threshold=1,
+        enforce=False,
     )
-    enforcing = CircuitBreaker("payments", storage=storage, clock=clock, failure_threshold=1)
+    enforcing = CircuitBreaker(
+        "payments", storage=storage, clock=clock, storage_timeout=60.0, failure_threshold=1
+    )
     with pytest.raises(ConnectionError):
         async with shadow:
             raise ConnectionError("down")
