@@ -92,7 +92,10 @@ _MAX_VERSION: Final = 2**63 - 1
 _BUSY_TIMEOUT: Final = 0.005
 _FIRST_PAUSE: Final = 0.0005
 _MAX_PAUSE: Final = 0.005
-_POOL_SIZE: Final = 8
+# Connections an engine the storage makes keeps, and may add under load: a
+# breaker object writes one record at a time, so a few serve many breakers,
+# and a fleet of processes stays well within PostgreSQL's 100 clients.
+_POOL_SIZE: Final = 4
 
 
 class _DriverFailure(Exception):
