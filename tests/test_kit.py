@@ -101,7 +101,7 @@ def test_a_storage_of_the_five_methods_alone_passes(pytester: pytest.Pytester) -
     )
     passed, _, failed = recorder.listoutcomes()
     assert failed == []
-    assert len(passed) > 50
+    assert len(passed) > 25  # the whole kit: one runtime's worth at least
 
 
 def test_the_kit_fails_a_storage_that_ignores_versions(pytester: pytest.Pytester) -> None:
