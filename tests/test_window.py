@@ -312,10 +312,14 @@ def _old_record_in(kind: str, tmp_path: Path) -> Any:
             path = tmp_path / "old.db"
             async with sql.SQLiteStorage(path, staleness=0) as storage:
                 assert await storage.compare_and_set(NAME, None, BreakerRecord(version=1))
-                with sqlite3.connect(path) as connection:
-                    connection.execute(
-                        "UPDATE anybreaker_breakers SET version = 3, record = ?", (text,)
-                    )
+                connection = sqlite3.connect(path)
+                try:
+                    with connection:
+                        connection.execute(
+                            "UPDATE anybreaker_breakers SET version = 3, record = ?", (text,)
+                        )
+                finally:
+                    connection.close()
                 yield storage
         elif kind == "postgresql":
             sql = pytest.importorskip("anybreaker.storage.sql", exc_type=ImportError)
