@@ -18,10 +18,12 @@ from __future__ import annotations
 import base64
 import importlib.util
 import inspect
+import itertools
 import json
 import math
 import os
 import pickle
+import random
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -79,7 +81,12 @@ class StorageTests:
       operation (a server nobody listens on, a file that is not a database).
       The kit then checks that failures surface as ``StorageError``.
     - ``contenders``: tasks racing on one name (default 16); ``processes``:
-      processes racing (default 4).
+      processes racing (default 4); ``contention_tasks`` and
+      ``contention_outcomes``: the tasks each process runs in the contention
+      tests, and the calls each task makes (default 8 and 25). Without
+      ``shared_storage_factory()``, the contention tests run their
+      "processes" as groups of tasks in this process, each with its own
+      breaker object.
     """
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.anyio]
@@ -90,6 +97,10 @@ class StorageTests:
     """How many tasks race compare-and-set on one name."""
     processes: ClassVar[int] = 4
     """How many processes race, when ``shared_storage_factory()`` is given."""
+    contention_tasks: ClassVar[int] = 8
+    """How many tasks each process runs in the contention tests."""
+    contention_outcomes: ClassVar[int] = 25
+    """How many calls each of those tasks makes."""
 
     tmp_path: Path
     """An empty directory for this test (set before ``make_storage()`` is called)."""
@@ -334,7 +345,7 @@ class StorageTests:
         if factory is None:
             pytest.skip("not shared between processes: define shared_storage_factory() to test it")
         target = 12 * self.processes
-        payload = _payload(factory, target, 2, anyio_backend)
+        payload = _payload(factory, ("race", target, 2), anyio_backend)
         wins: dict[int, list[int]] = {}
         with anyio.fail_after(_DEADLINE):
             async with AsyncExitStack() as stack:
@@ -359,7 +370,7 @@ class StorageTests:
         if factory is None:
             pytest.skip("not shared between processes: define shared_storage_factory() to test it")
         assert await storage_under_test.compare_and_set(_NAME, None, _samples()[-1])
-        payload = _payload(factory, 0, 0, anyio_backend)
+        payload = _payload(factory, ("see",), anyio_backend)
         with anyio.fail_after(_DEADLINE):
             async with AsyncExitStack() as stack:
                 child = await _Child.start(stack, payload, self.tmp_path / "stderr.txt")
@@ -512,6 +523,89 @@ class StorageTests:
         assert await observer.get_state() is CircuitState.CLOSED
         async with observer:
             pass
+
+    async def test_outcomes_from_many_processes_all_count(
+        self, storage_under_test: Storage, anyio_backend: str
+    ) -> None:
+        """Processes x tasks x calls on one breaker, successes and failures: every one counts."""
+        reports = await self._contend(
+            storage_under_test,
+            anyio_backend,
+            lambda index: ("outcomes", self.contention_tasks, self.contention_outcomes, index),
+        )
+        successes = sum(report["successes"] for report in reports)
+        failures = sum(report["failures"] for report in reports)
+        assert successes + failures == self.processes * self.contention_tasks * (
+            self.contention_outcomes
+        )
+        assert successes, "the calls should have both succeeded and failed"
+        assert failures, "the calls should have both succeeded and failed"
+        observer = CircuitBreaker(_NAME, storage=storage_under_test, **_COUNTING)
+        window = await observer.get_window_stats()
+        assert (window.calls, window.failures) == (successes + failures, failures), (
+            f"the callers saw {successes} successes and {failures} failures; "
+            f"the storage holds {window.calls} calls, {window.failures} failures"
+        )
+        assert await observer.get_state() is CircuitState.CLOSED
+
+    async def test_trials_from_many_processes_never_overlap(
+        self, storage_under_test: Storage, anyio_backend: str
+    ) -> None:
+        """Half-open, one trial at a time fleet-wide; listeners hear only possible changes."""
+        opener = CircuitBreaker(_NAME, storage=storage_under_test, **_TRIALS)
+        await opener.record_failure(_Boom())
+        marker = str(self.tmp_path / "trial-running")
+        reports = await self._contend(
+            storage_under_test,
+            anyio_backend,
+            lambda index: (
+                "trials",
+                self.contention_tasks,
+                self.contention_outcomes,
+                index,
+                marker,
+            ),
+        )
+        assert [report["overlaps"] for report in reports] == [0] * self.processes, (
+            "two trial calls ran at once"
+        )
+        trials = [report["trials"] for report in reports]
+        assert sum(trials) >= 2, f"trial calls per process: {trials}"
+        assert sum(report["refused"] for report in reports) > 0
+        for report in reports:
+            _assert_possible([tuple(change) for change in report["changes"]])
+
+    async def _contend(
+        self, storage: Storage, runtime: str, job: Callable[[int], tuple[Any, ...]]
+    ) -> list[Any]:
+        """Run ``job(index)`` in each of ``processes`` processes (or task groups here)."""
+        factory = self.shared_storage_factory()
+        with anyio.fail_after(_DEADLINE):
+            if factory is None:
+                reports: list[Any] = [None] * self.processes
+
+                async def run(index: int) -> None:
+                    kind, *arguments = job(index)
+                    reports[index] = await _JOBS[kind](storage, *arguments)
+
+                async with anyio.create_task_group() as group:
+                    for index in range(self.processes):
+                        group.start_soon(run, index)
+                return reports
+            async with AsyncExitStack() as stack:
+                children = [
+                    await _Child.start(
+                        stack,
+                        _payload(factory, job(index), runtime),
+                        self.tmp_path / f"stderr-{index}.txt",
+                    )
+                    for index in range(self.processes)
+                ]
+                for child in children:
+                    await child.expect("ready")
+                for child in children:
+                    await child.send("go")
+                return [json.loads(await child.expect_result()) for child in children]
 
     async def test_a_failed_trial_reopens_for_everyone(
         self, storage_under_test: Storage, clock: FakeClock
@@ -747,10 +841,10 @@ async def _check_race(storage: Storage, target: int, wins: dict[int, list[int]])
 # -- other processes ------------------------------------------------------------
 
 
-def _payload(factory: Callable[[], Storage], target: int, tasks: int, runtime: str) -> str:
+def _payload(factory: Callable[[], Storage], job: tuple[Any, ...], runtime: str) -> str:
     """What a child process needs, as one line of text."""
     try:
-        pickled = pickle.dumps((factory, target, tasks, runtime))
+        pickled = pickle.dumps((factory, job, runtime))
     except Exception as error:
         raise TypeError(
             f"shared_storage_factory() must return a picklable callable, such as "
@@ -825,27 +919,143 @@ async def _stop(process: anyio.abc.Process) -> None:
 
 
 def _child_main() -> None:
-    """Run in another process: open the storage, say "ready", race on "go"."""
-    factory, target, tasks, runtime = pickle.loads(base64.b64decode(sys.stdin.readline()))
-    anyio.run(_child_race, factory, target, tasks, backend=runtime)
+    """Run in another process: open the storage, say "ready", do the job on "go"."""
+    factory, job, runtime = pickle.loads(base64.b64decode(sys.stdin.readline()))
+    anyio.run(_child_job, factory, job, backend=runtime)
 
 
-async def _child_race(factory: Callable[[], Storage], target: int, tasks: int) -> None:
+async def _child_job(factory: Callable[[], Storage], job: tuple[Any, ...]) -> None:
     async with _entered(factory(), "shared_storage_factory") as storage:
         print("ready", flush=True)
         await anyio.to_thread.run_sync(sys.stdin.readline)
-        if target == 0:
-            # The visibility check: read what the parent wrote, write over it.
-            seen = await storage.get(_NAME)
-            _assert_same(seen, _samples()[-1])
-            assert await storage.compare_and_set(_NAME, 1, _with_version(_samples()[0], 2))
-            print("{}", flush=True)
-            return
-        # Contender ids that no other process uses.
-        wins: dict[int, list[int]] = {os.getpid() * 100 + task: [] for task in range(tasks)}
-        start = anyio.Event()
-        async with anyio.create_task_group() as group:
-            for contender, won in wins.items():
-                group.start_soon(_race_task, storage, target, contender, start, won)
-            start.set()
-        print(json.dumps(wins), flush=True)
+        kind, *arguments = job
+        print(json.dumps(await _JOBS[kind](storage, *arguments)), flush=True)
+
+
+async def _see(storage: Storage) -> dict[str, Any]:
+    """The visibility check: read what the parent wrote, write over it."""
+    seen = await storage.get(_NAME)
+    _assert_same(seen, _samples()[-1])
+    assert await storage.compare_and_set(_NAME, 1, _with_version(_samples()[0], 2))
+    return {}
+
+
+async def _race(storage: Storage, target: int, tasks: int) -> dict[int, list[int]]:
+    # Contender ids that no other process uses.
+    wins: dict[int, list[int]] = {os.getpid() * 100 + task: [] for task in range(tasks)}
+    start = anyio.Event()
+    async with anyio.create_task_group() as group:
+        for contender, won in wins.items():
+            group.start_soon(_race_task, storage, target, contender, start, won)
+        start.set()
+    return wins
+
+
+# -- contention: many tasks of many processes on one breaker -------------------
+
+# Settings under which no call opens the breaker: every outcome stays in the window.
+_COUNTING: Final[dict[str, Any]] = {
+    "failure_threshold": 1 << 40,
+    "window_size": 3600.0,
+    "on_storage_error": "raise",
+    "storage_timeout": _DEADLINE / 2,
+}
+# Settings under which, once open, every call is a trial: successes never
+# close the breaker, failures reopen it for a moment.
+_TRIALS: Final[dict[str, Any]] = {
+    "failure_threshold": 1,
+    "timeout": 0.01,
+    "half_open_max_calls": 1,
+    "success_threshold": 1 << 40,
+    "on_storage_error": "raise",
+    "storage_timeout": _DEADLINE / 2,
+}
+
+
+async def _outcomes(storage: Storage, tasks: int, calls: int, seed: int) -> dict[str, int]:
+    """Make ``tasks`` x ``calls`` calls, half of them failing at random; count what was seen."""
+    breaker = CircuitBreaker(_NAME, storage=storage, **_COUNTING)
+    rng = random.Random(seed)
+    plans = [[rng.random() < 0.5 for _ in range(calls)] for _ in range(tasks)]
+    seen = {"successes": 0, "failures": 0}
+
+    async def call(plan: list[bool]) -> None:
+        for fails in plan:
+            try:
+                async with breaker:
+                    await anyio.lowlevel.checkpoint()
+                    if fails:
+                        raise _Boom
+            except _Boom:
+                seen["failures"] += 1
+            else:
+                seen["successes"] += 1
+
+    async with anyio.create_task_group() as group:
+        for plan in plans:
+            group.start_soon(call, plan)
+    await breaker.get_window_stats()  # writes the successes still pending
+    return seen
+
+
+async def _trials(
+    storage: Storage, tasks: int, attempts: int, seed: int, marker: str
+) -> dict[str, Any]:
+    """Ask for trials; hold an exclusive marker file while each runs; fail a third of them."""
+    breaker = CircuitBreaker(_NAME, storage=storage, **_TRIALS)
+    changes: list[tuple[str, str, float]] = []
+    breaker.add_listener(
+        lambda change: changes.append((change.old_state.value, change.new_state.value, change.at))
+    )
+    rng = random.Random(seed)
+    seen = {"trials": 0, "refused": 0, "overlaps": 0}
+
+    async def ask() -> None:
+        for _ in range(attempts):
+            try:
+                async with breaker:
+                    seen["trials"] += 1
+                    try:
+                        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                    except FileExistsError:
+                        seen["overlaps"] += 1
+                        continue
+                    try:
+                        await anyio.sleep(0.002)
+                    finally:
+                        os.unlink(marker)
+                    if rng.random() < 1 / 3:
+                        raise _Boom
+            except (_Boom, CircuitBreakerOpenError) as error:
+                seen["refused"] += isinstance(error, CircuitBreakerOpenError)
+            await anyio.sleep(0.005)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(tasks):
+            group.start_soon(ask)
+    return {**seen, "changes": changes}
+
+
+# What the state machine can do; a listener hears changes that follow on from each other.
+_POSSIBLE: Final = {
+    ("closed", "open"),
+    ("open", "half_open"),
+    ("half_open", "open"),
+    ("half_open", "closed"),
+}
+
+
+def _assert_possible(changes: list[tuple[Any, ...]]) -> None:
+    for old, new, _ in changes:
+        assert (old, new) in _POSSIBLE, f"a listener heard {old} -> {new}: {changes}"
+    for (_, new, at), (old, _, later) in itertools.pairwise(changes):
+        assert new == old, f"a listener heard changes that do not follow on: {changes}"
+        assert at <= later, f"a listener heard changes out of time order: {changes}"
+
+
+_JOBS: Final[dict[str, Callable[..., Awaitable[Any]]]] = {
+    "see": _see,
+    "race": _race,
+    "outcomes": _outcomes,
+    "trials": _trials,
+}
