@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from anybreaker import MemoryStorage, Storage
+from anybreaker import BreakerRecord, MemoryStorage, Storage
 
 POSTGRES_HOST = os.environ.get("ANYBREAKER_POSTGRES_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("ANYBREAKER_POSTGRES_PORT", "5432"))
@@ -138,3 +138,27 @@ STORAGES: dict[str, tuple[StorageFactory, bool]] = {
     "postgresql+asyncpg": (_postgres("asyncpg"), False),
     "redis": (redis, True),
 }
+
+
+class InFront:
+    """A storage in front of another, passing every operation on; subclasses change some."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+
+    async def get(self, name: str) -> BreakerRecord | None:
+        return await self.inner.get(name)
+
+    async def compare_and_set(
+        self, name: str, expected_version: int | None, record: BreakerRecord
+    ) -> bool:
+        return await self.inner.compare_and_set(name, expected_version, record)
+
+    async def delete(self, name: str) -> None:
+        await self.inner.delete(name)
+
+    async def names(self) -> list[str]:
+        return await self.inner.names()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from anybreaker import (
-    BreakerRecord,
     CircuitBreaker,
     CircuitBreakerOpenError,
     CircuitState,
@@ -32,6 +31,7 @@ from ._storages import (
     POSTGRES_PORT,
     REDIS_HOST,
     REDIS_PORT,
+    InFront,
     postgres_url,
     redis_url,
     require_server,
@@ -51,29 +51,12 @@ class Boom(Exception):
     """The guarded dependency failed."""
 
 
-class Stale:
+class Stale(InFront):
     """A storage in front of another, read at most every ``staleness`` seconds."""
 
     def __init__(self, inner: Storage, staleness: float) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.staleness = staleness
-
-    async def get(self, name: str) -> BreakerRecord | None:
-        return await self.inner.get(name)
-
-    async def compare_and_set(
-        self, name: str, expected_version: int | None, record: BreakerRecord
-    ) -> bool:
-        return await self.inner.compare_and_set(name, expected_version, record)
-
-    async def delete(self, name: str) -> None:
-        await self.inner.delete(name)
-
-    async def names(self) -> list[str]:
-        return await self.inner.names()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 def make(storage: Any, clock: FakeClock, **settings: Any) -> CircuitBreaker:

@@ -24,7 +24,14 @@ from anybreaker import (
 )
 from anybreaker.testing import FakeClock
 
-from ._storages import POSTGRES_HOST, POSTGRES_PORT, postgres_url, require_server, unique_name
+from ._storages import (
+    POSTGRES_HOST,
+    POSTGRES_PORT,
+    InFront,
+    postgres_url,
+    require_server,
+    unique_name,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -36,13 +43,13 @@ class Boom(Exception):
     """The guarded dependency failed."""
 
 
-class Watched:
+class Watched(InFront):
     """A storage in front of another: counts writes, and can hold reads or writes back."""
 
     staleness = 0.0
 
     def __init__(self, inner: Storage) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.writes = 0
         self.hold_writes: anyio.Event | None = None
         self.hold_reads: anyio.Event | None = None
@@ -68,15 +75,6 @@ class Watched:
         for _ in range(3):  # a write takes a while, as on a server
             await anyio.lowlevel.checkpoint()
         return await self.inner.compare_and_set(name, expected_version, record)
-
-    async def delete(self, name: str) -> None:
-        await self.inner.delete(name)
-
-    async def names(self) -> list[str]:
-        return await self.inner.names()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 def make(storage: Any, clock: FakeClock, **settings: Any) -> CircuitBreaker:
