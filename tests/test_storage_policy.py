@@ -199,6 +199,22 @@ async def test_raise_raises_the_storage_error(clock: FakeClock) -> None:
         await breaker.get_state()
 
 
+async def test_raise_keeps_the_guarded_call_s_error_in_the_chain(clock: FakeClock) -> None:
+    """A failure the storage could not record raises StorageError; the call's own error stays."""
+    storage = FlakyStorage()
+    breaker = make(storage, clock, on_storage_error="raise")
+
+    async def failing_call() -> None:
+        async with breaker:
+            storage.down = True
+            raise Boom("the model API failed")
+
+    with pytest.raises(StorageError) as caught:
+        await failing_call()
+    assert isinstance(caught.value.__context__, Boom)
+    assert "Boom('the model API failed')" in "\n".join(caught.value.__notes__)
+
+
 async def test_closed_success_path_does_not_touch_a_fresh_storage(clock: FakeClock) -> None:
     """With a staleness bound, successes in the closed state read the storage once."""
     storage = FlakyStorage()
