@@ -1125,3 +1125,50 @@ async def test_postgres_connections_the_server_dropped_are_replaced(postgres_sch
         assert dropped >= 1
         assert await storage.names() == [f"breaker-{index}" for index in range(4)]
         assert await storage.compare_and_set("breaker-0", 1, record(2))
+
+
+# -- a pool that the kept connections fill --------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "aiosqlite"])
+async def test_the_first_write_sets_up_on_a_pool_the_reads_filled(
+    kind: str, tmp_path: Path, anyio_backend: str
+) -> None:
+    """Reads keep every connection of a one-connection pool; the first write still sets up.
+
+    The write is committed: another storage on the database reads it back.
+    """
+    table = unique_name("anybreaker_pool")
+    pool = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 5}
+    if kind == "postgresql":
+        postgres_engine().dispose()  # skips without the server
+        url = postgres_url("psycopg")
+    else:
+        url = f"sqlite:///{tmp_path / 'breakers.db'}"
+    # The tables and a record exist: the reads keep their connection.
+    async with sql.SQLAlchemyStorage(url, table=table) as storage:
+        assert await storage.compare_and_set("model-api", None, record(1))
+    engine: Any
+    if kind == "aiosqlite":
+        pytest.importorskip("aiosqlite", reason="needs anybreaker[aiosqlite]")
+        if anyio_backend == "trio":
+            pytest.skip("an AsyncEngine needs asyncio")
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'breakers.db'}", **pool)
+    else:
+        engine = sa.create_engine(url, **pool)
+    try:
+        async with sql.SQLAlchemyStorage(engine, table=table) as storage:
+            assert await storage.get("model-api") == record(1)
+            assert await storage.compare_and_set("model-api", 1, record(2))
+            assert await storage.compare_and_set("model-api", 2, record(3))
+        async with sql.SQLAlchemyStorage(url, table=table) as other:
+            assert await other.get("model-api") == record(3)
+            if kind == "postgresql":
+                await sql.drop_table(other)
+    finally:
+        if kind == "aiosqlite":
+            await engine.dispose()
+        else:
+            engine.dispose()

@@ -399,21 +399,7 @@ class SQLAlchemyStorage(StorageBase):
                                 self._set_up_sync()
                 elif not self._readable and not self._find_tables_sync():
                     return absent()
-                with self._exclusive:
-                    connection, generation = self._take()
-                    healthy = False
-                    try:
-                        result = operation(connection, *args)
-                        healthy = True
-                        return result
-                    except StorageError:
-                        healthy = True  # A record it cannot read: the connection is fine.
-                        raise
-                    except _FAILURES as error:
-                        healthy = _is_locked(error)
-                        raise
-                    finally:
-                        self._give_back(connection, generation, healthy)
+                return self._on_kept(operation, *args)
             except _FAILURES as error:
                 if _disconnected(error):
                     # The server went away: the other kept connections are
@@ -435,9 +421,37 @@ class SQLAlchemyStorage(StorageBase):
                 return self._idle.pop(), generation
         return self._ops.connect(), generation
 
-    def _give_back(self, connection: Connection, generation: int, healthy: bool) -> None:
+    def _on_kept(self, work: Callable[..., T], *args: Any, keep: bool = True) -> T:
+        """Run ``work(connection, *args)`` on a kept connection (or a new one).
+
+        The connection is kept again after, unless it failed or ``keep`` is
+        false: then it goes back to the engine's pool, which resets it (the
+        set-up and the table check change its isolation level). They take a
+        kept one all the same: the kept connections may be every connection
+        the pool hands out, and a new one would then wait for the pool's
+        timeout.
+        """
+        with self._exclusive:
+            connection, generation = self._take()
+            healthy = False
+            try:
+                result = work(connection, *args)
+                healthy = True
+                return result
+            except StorageError:
+                healthy = True  # A record it cannot read: the connection is fine.
+                raise
+            except _FAILURES as error:
+                healthy = _is_locked(error)
+                raise
+            finally:
+                self._give_back(connection, generation, healthy, keep)
+
+    def _give_back(
+        self, connection: Connection, generation: int, healthy: bool, keep: bool = True
+    ) -> None:
         with self._idle_lock:
-            if healthy and generation == self._generation and not self.closed:
+            if keep and healthy and generation == self._generation and not self.closed:
                 self._idle.append(connection)
                 return
         if not healthy:
@@ -470,33 +484,7 @@ class SQLAlchemyStorage(StorageBase):
                         await self._set_up_async()
                 elif not self._readable and not await self._find_tables_async():
                     return absent()
-                with self._idle_lock:
-                    generation = self._generation
-                    connection = self._idle.pop() if self._idle else None
-                if connection is None:
-                    connection = await self._ops.connect()
-                healthy = False
-                try:
-                    result: T = await connection.run_sync(operation, *args)
-                    healthy = True
-                    return result
-                except StorageError:
-                    healthy = True
-                    raise
-                except _FAILURES as error:
-                    healthy = _is_locked(error)
-                    raise
-                finally:
-                    with self._idle_lock:
-                        keep = healthy and generation == self._generation and not self.closed
-                        if keep:
-                            self._idle.append(connection)
-                    if not keep:
-                        with anyio.CancelScope(shield=True):
-                            if not healthy:
-                                await connection.invalidate()
-                            with contextlib.suppress(*_FAILURES):
-                                await connection.close()
+                return await self._on_kept_async(operation, *args)
             except _FAILURES as error:
                 if _disconnected(error):
                     with anyio.CancelScope(shield=True):
@@ -508,6 +496,36 @@ class SQLAlchemyStorage(StorageBase):
                     raise self._storage_error(error, operation, args) from _driver_error(error)
             await anyio.sleep(pause)
             attempt += 1
+
+    async def _on_kept_async(self, work: Callable[..., T], *args: Any, keep: bool = True) -> T:
+        """``_on_kept()`` for an async engine."""
+        with self._idle_lock:
+            generation = self._generation
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = await self._ops.connect()
+        healthy = False
+        try:
+            result: T = await connection.run_sync(work, *args)
+            healthy = True
+            return result
+        except StorageError:
+            healthy = True  # A record it cannot read: the connection is fine.
+            raise
+        except _FAILURES as error:
+            healthy = _is_locked(error)
+            raise
+        finally:
+            with self._idle_lock:
+                kept = keep and healthy and generation == self._generation and not self.closed
+                if kept:
+                    self._idle.append(connection)
+            if not kept:
+                with anyio.CancelScope(shield=True):
+                    if not healthy:
+                        await connection.invalidate()
+                    with contextlib.suppress(*_FAILURES):
+                        await connection.close()
 
     def _pause(self, error: BaseException, attempt: int, deadline: float) -> float | None:
         """Seconds to wait before trying again after ``error``; ``None``: give up."""
@@ -573,8 +591,7 @@ class SQLAlchemyStorage(StorageBase):
         if self._path is not None:
             _check_sqlite_header(self._path)
         try:
-            with self._exclusive, self._ops.connect() as connection:
-                self._set_up(connection, created)
+            self._on_kept(self._set_up, created, keep=False)
         except BaseException:
             if self._path is not None and self._engine is not None and self._owns_engine:
                 # Do not keep a connection to a file that was refused: once
@@ -593,8 +610,7 @@ class SQLAlchemyStorage(StorageBase):
             _check_sqlite_header(self._path)
         identity = _file_identity(self._path) if self._path is not None else None
         try:
-            with self._exclusive, self._ops.connect() as connection:
-                found = self._find_tables(connection)
+            found = self._on_kept(self._find_tables, keep=False)
         except BaseException:
             if self._path is not None and self._engine is not None and self._owns_engine:
                 self._release_file()
@@ -609,8 +625,7 @@ class SQLAlchemyStorage(StorageBase):
             if _is_new_file(self._path):
                 return False
             _check_sqlite_header(self._path)
-        async with self._ops.connect() as connection:
-            found: bool = await connection.run_sync(self._find_tables)
+        found = await self._on_kept_async(self._find_tables, keep=False)
         if found:
             self._readable = True
         return found
@@ -641,8 +656,7 @@ class SQLAlchemyStorage(StorageBase):
             created = self._sqlite and (self._path is None or _is_new_file(self._path))
             if self._path is not None:
                 _check_sqlite_header(self._path)
-            async with self._ops.connect() as connection:
-                await connection.run_sync(self._set_up, created)
+            await self._on_kept_async(self._set_up, created, keep=False)
             self._ready = self._readable = True
 
     def _set_up(self, connection: Connection, created: bool) -> None:
