@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import anyio
 import pytest
 
 pytest.importorskip("opentelemetry.sdk.metrics", reason="needs opentelemetry-sdk")
@@ -248,6 +249,47 @@ async def test_the_histogram_holds_the_exact_buckets_sum_minimum_and_maximum(
     assert histogram.sum == pytest.approx(math.fsum(durations))
     assert histogram.min == pytest.approx(min(durations))
     assert histogram.max == pytest.approx(max(durations))
+
+
+async def test_calls_that_overlap_or_nest_are_each_timed_from_their_own_start(
+    reader: InMemoryMetricReader, provider: MeterProvider, clock: FakeClock
+) -> None:
+    """Calls of several tasks that overlap, ending in any order, and a breaker nested in itself."""
+    breaker = CircuitBreaker("tool", clock=clock)
+    instrument(breaker, meter_provider=provider)
+    entered = [anyio.Event() for _ in range(3)]
+    leave = [anyio.Event() for _ in range(3)]
+    left = [anyio.Event() for _ in range(3)]
+
+    async def call(task: int) -> None:
+        async with breaker:
+            entered[task].set()
+            await leave[task].wait()
+        left[task].set()
+
+    start = clock()
+    async with anyio.create_task_group() as group:
+        for task in range(3):  # they begin at 0, 1 and 2 s
+            group.start_soon(call, task)
+            await entered[task].wait()
+            clock.advance(1)
+        for task, at in ((1, 4), (0, 6), (2, 10)):
+            clock.advance(start + at - clock())
+            leave[task].set()
+            await left[task].wait()
+    async with breaker:  # alone again: 1 s
+        clock.advance(1)
+    async with breaker:  # 10 s, around a call of 2 s
+        clock.advance(1)
+        async with breaker:
+            clock.advance(2)
+        clock.advance(7)
+
+    durations = [4 - 1, 6 - 0, 10 - 2, 1, 2, 10]
+    histogram = Reading(reader).histogram("tool", "success")
+    assert histogram.count == len(durations)
+    assert histogram.sum == pytest.approx(sum(durations))
+    assert [histogram.min, histogram.max] == pytest.approx([min(durations), max(durations)])
 
 
 async def test_counts_add_up_across_collections_and_long_gaps(

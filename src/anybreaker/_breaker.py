@@ -19,7 +19,7 @@ import anyio
 from . import _machine as machine
 from ._access import Refused
 from ._config import CircuitBreakerConfig, check_settings
-from ._core import CallListener, Extra, Listener
+from ._core import CallListener, CallMeter, Extra, Listener
 from ._errors import CircuitBreakerOpenError, RetryAfter, StorageError
 from ._machine import Admission, Outcome
 from ._recording import Change, OutcomeRecorder
@@ -72,6 +72,12 @@ class _Ticket:
 _ticket_ids = itertools.count()
 # The innermost call with a ticket of the current task.
 _TICKETS: ContextVar[_Ticket | None] = ContextVar("anybreaker_tickets", default=None)
+
+# The start times of the untagged calls of instrumented breakers running in
+# the current task, innermost first, when more than one such call of the
+# breaker runs at once: (breaker, started, the entries before).
+_Start = tuple[object, float, "_Start | None"]
+_STARTS: ContextVar[_Start | None] = ContextVar("anybreaker_starts", default=None)
 
 # allow_request()'s admissions in the current task, per breaker:
 # (generation, token, started), for the next record_success/record_failure.
@@ -151,6 +157,8 @@ class CircuitBreaker(OutcomeRecorder):
         self._unsent_start = math.inf
         self._unsent_until = -math.inf
         self._extra: Extra | None = None
+        self._meter: CallMeter | None = None
+        self._started: float | None = None
         if config.call_timeout is not None or config.slow_call_duration is not None:
             self._time_every_call()
         if not config.enforce:
@@ -262,6 +270,11 @@ class CircuitBreaker(OutcomeRecorder):
         ):
             if record.state is _CLOSED:
                 if not self._per_call:
+                    if self._meter is not None:
+                        if self._untagged == 0:
+                            self._started = self._clock()  # _start_timing(), written out
+                        else:
+                            self._start_timing()
                     self._untagged += 1
                     return self
                 generation, token = record.generation, None  # admitted; a ticket follows
@@ -273,6 +286,8 @@ class CircuitBreaker(OutcomeRecorder):
                 remaining = machine.time_until_retry(record, self._config, now)
                 if remaining > 0 and record.changed_at <= now:
                     self._rejected += 1
+                    if self._meter is not None:
+                        self._meter.refused()
                     raise CircuitBreakerOpenError(self._name, remaining)
                 generation, token = await self._admit()
             else:
@@ -280,6 +295,8 @@ class CircuitBreaker(OutcomeRecorder):
         else:
             generation, token = await self._admit()
         if token is None and not self._per_call:
+            if self._meter is not None:
+                self._start_timing()
             self._untagged += 1
             return self
         extra = self._more()
@@ -303,9 +320,19 @@ class CircuitBreaker(OutcomeRecorder):
         tb: TracebackType | None,
     ) -> None:
         if not self._per_call:
+            meter = self._meter
+            started = None
+            if meter is not None:
+                started = self._started
+                if started is not None and self._untagged == 1:
+                    self._started = None  # _stop_timing(), written out
+                else:
+                    started = self._stop_timing()
             self._untagged -= 1
             if exc is None:
                 now = self._clock()  # _finish()'s success counting, written out
+                if meter is not None and started is not None:
+                    meter.succeeded(now - started)
                 if self._unsent_start <= now < self._unsent_until:
                     self._succeeded += 1
                     return
@@ -328,6 +355,7 @@ class CircuitBreaker(OutcomeRecorder):
                 and extra is not None
                 and not extra.tally
                 and not extra.call_listeners
+                and started is None
                 and not isinstance(exc, RetryAfter)
                 and self._count_in_place(outcome, self._clock())
             ):
@@ -335,16 +363,17 @@ class CircuitBreaker(OutcomeRecorder):
                 if extra.changes:
                     await self._deliver()
                 return
-            await self._finish(self._record.generation, None, exc, None, outcome=outcome)
+            await self._finish(self._record.generation, None, exc, started, outcome=outcome)
             return
         extra = self._more()
         ticket = _TICKETS.get()
         tags = extra.tags
         if ticket is None or ticket.breaker is not self or tags is None or ticket.id not in tags:
             # Entered without a ticket, before the generation changed: stale.
+            started = None if self._meter is None else self._stop_timing()
             self._untagged -= 1
             self._drained(extra)
-            await self._finish(_STALE, None, exc, None)
+            await self._finish(_STALE, None, exc, started)
             return
         _TICKETS.set(ticket.outer)
         tags.discard(ticket.id)
@@ -373,6 +402,33 @@ class CircuitBreaker(OutcomeRecorder):
         if self._untagged == 0 and not extra.tags and not extra.per_call:
             self._per_call = False
 
+    def _start_timing(self) -> None:
+        """Note when an untagged call of an instrumented breaker begins (before it counts).
+
+        A call that runs alone keeps its start in ``_started``, at no more
+        cost than an attribute; calls that overlap it keep theirs in the
+        task's ``_STARTS``.
+        """
+        now = self._clock()
+        if self._untagged == 0:
+            self._started = now
+        else:
+            _STARTS.set((self, now, _STARTS.get()))
+
+    def _stop_timing(self) -> float | None:
+        """When the untagged call now ending began; ``None`` if it was not timed."""
+        started = self._started
+        if started is not None and self._untagged == 1:
+            # The call that began alone is the only one left: this one.
+            self._started = None
+            return started
+        entry = _STARTS.get()
+        if entry is not None and entry[0] is self:
+            _STARTS.set(entry[2])
+            return entry[1]
+        self._started = None  # the call that began alone (or one begun untimed)
+        return started
+
     def _timed_out(self) -> TimeoutError:
         return TimeoutError(
             f"circuit {self._name!r}: the guarded call took longer than "
@@ -399,9 +455,13 @@ class CircuitBreaker(OutcomeRecorder):
                 remaining = machine.time_until_retry(record, self._config, now)
                 if remaining > 0 and record.changed_at <= now:
                     self._rejected += 1
+                    if self._meter is not None:
+                        self._meter.refused()
                     raise CircuitBreakerOpenError(self._name, remaining)
             generation, token = await self._admit()
-        started = self._clock() if self._per_call else None
+        per_call = self._per_call
+        meter = self._meter
+        started = self._clock() if per_call or meter is not None else None
         timeout = self._config.call_timeout
         refused: TypeError | None = None
         timed_out: TimeoutError | None = None
@@ -428,8 +488,10 @@ class CircuitBreaker(OutcomeRecorder):
         if timed_out is not None:
             await self._finish(generation, token, timed_out, started, outcome=Outcome.FAILURE)
             raise timed_out
-        if token is None and started is None and generation == self._record.generation:
+        if token is None and not per_call and generation == self._record.generation:
             now = self._clock()
+            if meter is not None and started is not None:
+                meter.succeeded(now - started)
             if self._unsent_start <= now < self._unsent_until:
                 self._succeeded += 1
             else:
@@ -468,7 +530,8 @@ class CircuitBreaker(OutcomeRecorder):
             generation, token = await self._admit()
         except CircuitBreakerOpenError:
             return False
-        ticket: _Manual = (generation, token, self._clock() if self._per_call else None)
+        timed = self._per_call or self._meter is not None
+        ticket: _Manual = (generation, token, self._clock() if timed else None)
         if token is not None:
             extra = self._more()
             if extra.held is None:
@@ -615,6 +678,8 @@ class CircuitBreaker(OutcomeRecorder):
     def _refuse(self, admission: Admission) -> tuple[int, str | None]:
         """Count a refusal; raise it, or in shadow mode let the call run uncounted."""
         self._rejected += 1
+        if self._meter is not None:
+            self._meter.refused()
         extra = self._extra
         if extra is not None and extra.call_listeners:
             self._emit(CallEvent(self._name, "rejected", 0.0, False, self._clock()))

@@ -13,20 +13,20 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio
 
 from . import _machine as machine
 from ._config import CircuitBreakerConfig
-from ._machine import Tally
+from ._machine import Outcome, Tally
 from ._state import CallEvent, CircuitState, StateChange
 from .storage._protocol import BreakerRecord, Storage
 
 if TYPE_CHECKING:
     from ._access import Outage
 
-__all__ = ["BreakerCore", "CallListener", "Extra", "Listener", "logger"]
+__all__ = ["BreakerCore", "CallListener", "CallMeter", "Extra", "Listener", "logger"]
 
 logger: Final = logging.getLogger("anybreaker")
 
@@ -36,6 +36,22 @@ CallListener = Callable[[CallEvent], object]
 _CLOSED: Final = CircuitState.CLOSED
 _OPEN: Final = CircuitState.OPEN
 _HALF_OPEN: Final = CircuitState.HALF_OPEN
+
+
+class CallMeter(Protocol):
+    """Where an instrumented breaker counts its calls, as they end (``anybreaker.otel``).
+
+    Called on the calls' path: each method must cost little and never raise.
+    """
+
+    def succeeded(self, duration: float) -> None:
+        """A call succeeded after ``duration`` seconds, and was not slow."""
+
+    def ran(self, outcome: Outcome, duration: float, slow: bool) -> None:
+        """A call ran for ``duration`` seconds and ended with ``outcome``."""
+
+    def refused(self) -> None:
+        """A call was refused (in shadow mode: would have been; it runs, and ends too)."""
 
 
 class Extra:
@@ -102,6 +118,7 @@ class BreakerCore:
         "_extra",
         "_filed",
         "_local",
+        "_meter",
         "_name",
         "_per_call",
         "_read_at",
@@ -109,6 +126,7 @@ class BreakerCore:
         "_rejected",
         "_seen",
         "_staleness",
+        "_started",
         "_storage",
         "_succeeded",
         "_unsent_start",
@@ -141,6 +159,10 @@ class BreakerCore:
     _unsent_until: float
     """Until then a success only adds to ``_succeeded`` (its bucket's end, or a flush)."""
     _extra: Extra | None
+    _meter: CallMeter | None
+    """Set by ``anybreaker.otel``: every call is timed and counted there."""
+    _started: float | None
+    """When the untagged call running alone began, if instrumented (see ``_start_timing``)."""
 
     def _more(self) -> Extra:
         extra = self._extra

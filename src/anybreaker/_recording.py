@@ -100,6 +100,8 @@ class OutcomeRecorder(LiveCounting):
             # Counted in this object's stats, and already elsewhere (or nowhere).
             self._succeeded += 1
             self._filed += 1
+        if self._meter is not None and started is not None:
+            self._meter.ran(outcome, duration, slow)
         if extra.call_listeners:
             self._emit(CallEvent(self._name, outcome, duration, slow, now))  # type: ignore[arg-type]
         try:

@@ -47,6 +47,8 @@ class CircuitBreakerRegistry:
         self._listeners = list(listeners)
         self._call_listeners = list(call_listeners)
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._hooks: list[Callable[[CircuitBreaker], object]] = []
+        """Called with each breaker the registry makes (``anybreaker.otel`` adds one)."""
 
     def __repr__(self) -> str:
         return f"<CircuitBreakerRegistry with {len(self._breakers)} breakers>"
@@ -70,6 +72,8 @@ class CircuitBreakerRegistry:
                 call_listeners=self._call_listeners,
             )
             self._breakers[name] = breaker
+            for hook in self._hooks:
+                hook(breaker)
         elif settings and breaker.config != config:
             raise ValueError(
                 f"breaker {name!r} already exists with other settings: {breaker.config}"

@@ -20,15 +20,18 @@ What is reported, each with the breaker's name as ``anybreaker.breaker.name``:
 - ``anybreaker.transitions`` (counter, ``{transition}``): state changes, by
   ``anybreaker.state`` (the state entered) and ``anybreaker.previous_state``.
 
-The cost on the call's path is one call listener that appends the call's
-event to a list. Everything else happens when the metrics are collected:
-the events are counted, the durations are put in the histogram's buckets,
-and the counters are read. Between collections the durations are kept as
-counts per bucket (with their sum, minimum and maximum), so memory stays
-bounded however long nothing collects; the histogram then gets values with
-the same count, sum, minimum, maximum and bucket counts (exact for the
-boundaries ``anybreaker.call.duration`` advises; a view with other
-boundaries sees each bucket's values at their mean).
+The cost on the call's path is small and fixed: an instrumented breaker
+reads the clock when a call begins and ends, and counts the call in its
+name's buckets (counts and sums per histogram bucket, kept apart for each
+meter provider). Everything else happens when the metrics are collected:
+the counters are read, and the durations counted since the last collection
+are given to the histogram, each bucket's at their mean (the minimum and
+maximum seen so far as themselves), so it gets the same count, sum (to
+rounding), bucket counts, minimum and maximum as the calls had (exact for
+the boundaries ``anybreaker.call.duration`` advises; a view with other
+boundaries sees each bucket's calls at their mean). That hand-over costs
+what the SDK's ``Histogram.record`` costs, once per call, in the collecting
+thread.
 """
 
 from __future__ import annotations
@@ -51,8 +54,10 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
 
 from . import __version__
 from ._breaker import NEW_BREAKER_HOOKS, CircuitBreaker
+from ._core import CallMeter
+from ._machine import Outcome
 from ._registry import CircuitBreakerRegistry
-from ._state import CallEvent, CircuitState, StateChange
+from ._state import CircuitState, StateChange
 
 __all__ = ["instrument"]
 
@@ -86,9 +91,7 @@ DURATION_BOUNDARIES: Final = (
     60.0,
 )
 """OpenTelemetry's advice for HTTP request durations, with 30 s and 60 s for model calls."""
-
-_FOLD_AT: Final = 4096
-"""Call events kept before the call that adds one counts them (so memory stays bounded)."""
+_FIRST_BOUNDARY: Final = DURATION_BOUNDARIES[0]
 
 
 def instrument(
@@ -105,8 +108,8 @@ def instrument(
     be set afterwards. Calls are counted from now on. Instrumenting a breaker
     again for the same meter provider changes nothing.
 
-    An instrumented breaker times every call and tells each one to a call
-    listener; a breaker nobody instruments does neither.
+    An instrumented breaker times every call and counts it; a breaker
+    nobody instruments does neither.
     """
     if meter_provider is None:
         meter_provider = metrics.get_meter_provider()
@@ -128,23 +131,26 @@ def instrument(
 
 
 class _Durations:
-    """Call durations since the last collection, as counts in the histogram's buckets."""
+    """The durations of one outcome's calls, counted in the histogram's buckets.
 
-    __slots__ = ("counts", "highest", "lowest", "sums")
+    Only the breakers' event loops write here, and nothing is ever reset: a
+    collection reads the counts and keeps what it read (``_Reported``), so a
+    call counted while a collection reads is reported by the next one.
+    """
+
+    __slots__ = ("counts", "highest", "lowest", "slow", "sums")
 
     def __init__(self) -> None:
-        self.clear()
-
-    def clear(self) -> None:
-        """Forget every duration."""
         self.counts = [0] * (len(DURATION_BOUNDARIES) + 1)
         self.sums = [0.0] * (len(DURATION_BOUNDARIES) + 1)
         self.lowest = math.inf
         self.highest = -math.inf
+        self.slow = 0
+        """Of the calls counted, those slower than ``slow_call_duration``."""
 
     def add(self, duration: float) -> None:
         # bisect_left: a bucket holds (lower boundary, upper boundary], as in the SDK.
-        bucket = bisect_left(DURATION_BOUNDARIES, duration)
+        bucket = 0 if duration <= _FIRST_BOUNDARY else bisect_left(DURATION_BOUNDARIES, duration)
         self.counts[bucket] += 1
         self.sums[bucket] += duration
         if duration < self.lowest:
@@ -152,52 +158,117 @@ class _Durations:
         if duration > self.highest:
             self.highest = duration
 
-    def take(self) -> list[tuple[float, int]]:
-        """Empty the buckets: values to record, with how many times to record each.
 
-        Recorded, they give the histogram the same count, sum (to rounding),
-        bucket counts, minimum and maximum as the durations counted.
+class _Reported:
+    """What the collections gave the histogram so far, for one ``_Durations``."""
+
+    __slots__ = ("counts", "highest", "lowest", "sums")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BOUNDARIES) + 1)
+        self.sums = [0.0] * (len(DURATION_BOUNDARIES) + 1)
+        self.lowest = math.inf
+        self.highest = -math.inf
+
+    def take(self, durations: _Durations) -> list[tuple[float, int]]:
+        """The durations counted since the last take: values, with how many times to record each.
+
+        Recorded, they give the histogram the same count, sum (to rounding)
+        and bucket counts as those calls, and the minimum and maximum seen
+        so far where one of them is new.
         """
+        # The extremes first: a call is in the counts before it is an extreme.
+        lowest, highest = durations.lowest, durations.highest
+        counts, sums = durations.counts[:], durations.sums[:]
+        fresh = [lowest] if lowest < self.lowest else []
+        if highest > self.highest:
+            fresh.append(highest)
         values: list[tuple[float, int]] = []
-        for bucket, count in enumerate(self.counts):
-            if not count:
+        for bucket, count in enumerate(counts):
+            count -= self.counts[bucket]
+            if count <= 0:
                 continue
-            total = self.sums[bucket]
+            total = sums[bucket] - self.sums[bucket]
             extremes = [
-                value
-                for value in (self.lowest, self.highest)
-                if bisect_left(DURATION_BOUNDARIES, value) == bucket
+                value for value in fresh if bisect_left(DURATION_BOUNDARIES, value) == bucket
             ][:count]
             values += [(value, 1) for value in extremes]
             rest = count - len(extremes)
             if rest:
                 mean = (total - sum(extremes)) / rest
-                # Rounding must not move the mean out of its bucket or its range.
+                # Rounding (or a call counted while this read) must not move
+                # the mean out of its bucket or out of the range seen.
                 floor = -math.inf if bucket == 0 else DURATION_BOUNDARIES[bucket - 1]
                 ceiling = (
                     DURATION_BOUNDARIES[bucket] if bucket < len(DURATION_BOUNDARIES) else math.inf
                 )
-                mean = min(max(mean, math.nextafter(floor, math.inf), self.lowest), ceiling)
-                values.append((min(mean, self.highest), rest))
-        self.clear()
+                mean = min(max(mean, math.nextafter(floor, math.inf), lowest), ceiling, highest)
+                values.append((mean, rest))
+        self.counts, self.sums = counts, sums
+        self.lowest, self.highest = min(self.lowest, lowest), max(self.highest, highest)
         return values
+
+
+class _CallCounts:
+    """The calls of the breakers of one name, for one meter provider: their ``CallMeter``."""
+
+    __slots__ = ("failure", "neutral", "rejected", "reported", "succeeded", "success")
+
+    def __init__(self) -> None:
+        self.success = _Durations()
+        self.succeeded = self.success.add
+        """A success that was not slow: counted with no call in between."""
+        self.failure = _Durations()
+        self.neutral = _Durations()
+        self.rejected = 0
+        self.reported = {outcome: _Reported() for outcome in _OUTCOMES}
+        """Read by collections only, with ``_Meters._lock``."""
+
+    def ran(self, outcome: Outcome, duration: float, slow: bool) -> None:
+        durations = getattr(self, outcome)
+        durations.add(duration)
+        if slow:
+            durations.slow += 1
+
+    def refused(self) -> None:
+        self.rejected += 1
+
+
+class _Both:
+    """The ``CallMeter`` of a breaker instrumented for more than one meter provider."""
+
+    __slots__ = ("meters",)
+
+    def __init__(self, meters: tuple[CallMeter, ...]) -> None:
+        self.meters = meters
+
+    def succeeded(self, duration: float) -> None:
+        for meter in self.meters:
+            meter.succeeded(duration)
+
+    def ran(self, outcome: Outcome, duration: float, slow: bool) -> None:
+        for meter in self.meters:
+            meter.ran(outcome, duration, slow)
+
+    def refused(self) -> None:
+        for meter in self.meters:
+            meter.refused()
+
+
+_OUTCOMES: Final = (Outcome.SUCCESS, Outcome.FAILURE, Outcome.NEUTRAL)
 
 
 class _Meters:
     """The instruments of one meter provider, and the breakers they report on.
 
-    Call events arrive on the breakers' event loops; collections run in the
-    exporter's thread. Appending to ``_pending`` needs no lock (a list's
-    append is atomic); counting the events and reading the counts hold
-    ``_lock``.
+    Calls are counted on the breakers' event loops; collections run in the
+    exporter's thread and hold ``_lock``, as attaching does.
     """
 
     def __init__(self, meter_provider: MeterProvider) -> None:
         meter = meter_provider.get_meter("anybreaker", __version__)
         self._lock = threading.Lock()
-        self._pending: list[CallEvent] = []
-        self._calls: dict[tuple[str, str, bool], int] = {}
-        self._durations: dict[tuple[str, str], _Durations] = {}
+        self._counts: dict[str, _CallCounts] = {}
         self._transitions: dict[tuple[str, CircuitState, CircuitState], int] = {}
         self._breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
         self._registries: weakref.WeakSet[CircuitBreakerRegistry] = weakref.WeakSet()
@@ -233,17 +304,30 @@ class _Meters:
 
     def attach(self, breaker: CircuitBreaker) -> None:
         """Report on ``breaker`` (again: no change)."""
-        breaker.add_call_listener(self.heard)
-        breaker.add_listener(self.changed)
         with self._lock:
+            counts = self._counts.get(breaker.name)
+            if counts is None:
+                counts = self._counts[breaker.name] = _CallCounts()
+            current = breaker._meter
+            if current is None:
+                breaker._meter = counts
+            elif current is not counts and not (
+                isinstance(current, _Both) and counts in current.meters
+            ):
+                others = current.meters if isinstance(current, _Both) else (current,)
+                breaker._meter = _Both((*others, counts))
             self._breakers.add(breaker)
+        breaker.add_listener(self.changed)
 
     def attach_registry(self, registry: CircuitBreakerRegistry) -> None:
         """Report on the breakers of ``registry``, present and future."""
-        registry.add_call_listener(self.heard)
-        registry.add_listener(self.changed)
         with self._lock:
+            if registry in self._registries:
+                return
             self._registries.add(registry)
+        registry._hooks.append(self.attach)
+        for breaker in registry:
+            self.attach(breaker)
 
     def attach_everything(self) -> None:
         """Report on every breaker of the process: the ones made later, then the ones alive."""
@@ -258,68 +342,47 @@ class _Meters:
             if isinstance(candidate, CircuitBreaker):
                 self.attach(candidate)
 
-    # -- on the calls' path ----------------------------------------------------
-
-    def heard(self, event: CallEvent) -> None:
-        """Keep a call's event for the next collection."""
-        pending = self._pending
-        pending.append(event)
-        if len(pending) >= _FOLD_AT and self._lock.acquire(blocking=False):
-            # Nobody collected for a while: count them now. (If a collection
-            # holds the lock, it is counting them already.)
-            try:
-                self._fold()
-            finally:
-                self._lock.release()
-
     def changed(self, change: StateChange) -> None:
         """Count a state change."""
         key = (change.name, change.old_state, change.new_state)
         with self._lock:
             self._transitions[key] = self._transitions.get(key, 0) + 1
 
-    def _fold(self) -> None:
-        """Count the events kept so far (with ``_lock``)."""
-        pending = self._pending
-        events = pending[:]
-        # Events appended meanwhile are after these: only these go.
-        del pending[: len(events)]
-        calls = self._calls
-        every_durations = self._durations
-        for event in events:
-            key = (event.name, event.outcome, event.slow)
-            calls[key] = calls.get(key, 0) + 1
-            if event.outcome != "rejected":
-                durations = every_durations.get((event.name, event.outcome))
-                if durations is None:
-                    durations = every_durations[event.name, event.outcome] = _Durations()
-                durations.add(event.duration)
-
     # -- at collection -----------------------------------------------------------
 
     def _observe_calls(self, options: CallbackOptions) -> Iterator[Observation]:
-        """Count what happened since the last collection; feed the histogram; read the counts.
+        """Read the counts; give the histogram the durations counted since the last collection.
 
         The histogram's values are recorded here, before the SDK reads its
         synchronous instruments, so that they appear in this collection.
         """
+        observed: list[tuple[str, str, bool, int]] = []
+        outcome: str
+        taken: list[tuple[str, str, list[tuple[float, int]]]] = []
         with self._lock:
-            self._fold()
-            taken = [
-                (name, outcome, durations.take())
-                for (name, outcome), durations in self._durations.items()
-                if any(durations.counts)
-            ]
-            calls = list(self._calls.items())
+            for name, counts in self._counts.items():
+                for outcome in _OUTCOMES:
+                    durations: _Durations = getattr(counts, outcome)
+                    values = counts.reported[outcome].take(durations)
+                    if values:
+                        taken.append((name, outcome, values))
+                    slow = durations.slow
+                    ran = sum(durations.counts)
+                    if ran > slow:
+                        observed.append((name, outcome, False, ran - slow))
+                    if slow:
+                        observed.append((name, outcome, True, slow))
+                if counts.rejected:
+                    observed.append((name, "rejected", False, counts.rejected))
         record = self._duration.record
         for name, outcome, values in taken:
             run = {BREAKER_NAME: name, CALL_OUTCOME: outcome}
             for value, times in values:
                 for _ in range(times):
                     record(value, run)
-        for (name, outcome, slow), count in calls:
+        for name, outcome, slow_calls, count in observed:
             attributes: dict[str, str | bool] = {BREAKER_NAME: name, CALL_OUTCOME: outcome}
-            if slow:
+            if slow_calls:
                 attributes[CALL_SLOW] = True
             yield Observation(count, attributes)
 
