@@ -307,10 +307,10 @@ OTEL_SERIES = (
 def measure_instrumented(rounds: int, n: int) -> SeriesResults:
     """A closed call on a breaker instrumented with ``anybreaker.otel``, and without.
 
-    The call listener that does nothing separates what the breaker's timed
-    call path costs from what the instrumentation's listener adds; the last
-    series adds the collection (counting, and the SDK recording every
-    duration in its histogram), spread over the calls it collects.
+    The call listener that does nothing shows what the generic per-call hook
+    costs, which the instrumentation does not use; the last series adds the
+    collection (reading the counts, and the SDK recording every duration in
+    its histogram), spread over the calls it collects.
     """
     try:
         from opentelemetry.sdk.metrics import MeterProvider

@@ -567,7 +567,7 @@ def _otel_table(results: Results, otel: SeriesResults) -> list[str]:
         "",
         "`async with breaker:` around a no-op coroutine on a closed in-memory "
         "breaker: not instrumented; with a call listener that does nothing (the "
-        "breaker's timed call path alone); instrumented with `anybreaker.otel."
+        "generic per-call hook, for comparison); instrumented with `anybreaker.otel."
         "instrument()` on an SDK `MeterProvider` with an in-memory reader; and the "
         "same with one collection after the calls, its cost spread over them. "
         f"{results.settings['rounds']} rounds of {results.settings['n_closed']:,} "
