@@ -103,6 +103,24 @@ async def test_threshold_counts_failures_within_the_window(
     assert breaker.state is OPEN
 
 
+async def test_failures_in_a_row_leave_the_window_with_their_bucket(
+    storage: Storage, clock: FakeClock
+) -> None:
+    """Failures counted one after another in a bucket leave the window with it, all of them."""
+    breaker = make(storage, clock, failure_threshold=5, window_size=1.0)  # buckets of 0.1 s
+    clock.advance(0.1 - clock() % 0.1 + 0.01)  # early in a bucket
+    await fail(breaker)
+    clock.advance(0.02)
+    await breaker.get_window_stats()  # a write, in the middle of the bucket
+    await fail(breaker, 3)
+    clock.advance(0.985)  # the bucket has left the window, less than a second after the write
+    await fail(breaker, 3)
+    assert breaker.state is CLOSED
+    assert (await breaker.get_window_stats()).failures == 3
+    await fail(breaker, 2)
+    assert breaker.state is OPEN
+
+
 async def test_threshold_none_turns_the_count_rule_off(storage: Storage, clock: FakeClock) -> None:
     """With failure_threshold=None only the rules that are set can open the breaker."""
     breaker = make(storage, clock, failure_threshold=None, consecutive_failures=50)
@@ -193,6 +211,22 @@ async def test_a_streak_spans_breaker_objects(storage: Storage, clock: FakeClock
     assert await state_of(breakers[0]) is CLOSED
     await fail(breakers[0])
     assert await state_of(breakers[1]) is OPEN
+
+
+async def test_breaker_objects_of_one_name_each_decide_by_their_own_rules(
+    storage: Storage, clock: FakeClock
+) -> None:
+    """Objects with other rules share the window's counts; each checks its own rules on them."""
+    counting = make(storage, clock, failure_threshold=12)
+    rating = make(storage, clock, failure_threshold=None, failure_rate_threshold=0.5)
+    await fail(counting, 2)
+    await fail(rating, 7)  # 9 failures, 9 calls: under minimum_calls (10)
+    assert await state_of(counting) is CLOSED
+    await fail(counting)  # 10 calls, all failed: the rate rule would open, the count rule not yet
+    assert await state_of(rating) is CLOSED
+    await fail(rating)  # 11 calls, 11 failures: the rate rule opens
+    assert await state_of(counting) is OPEN
+    assert (await counting.get_window_stats()).failures == 11
 
 
 # -- slow calls -------------------------------------------------------------------

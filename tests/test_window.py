@@ -107,10 +107,17 @@ async def succeed(breaker: CircuitBreaker, times: int = 1) -> None:
             pass
 
 
-async def test_window_stats_add_up_to_what_callers_saw(storage: Storage, clock: FakeClock) -> None:
+@pytest.mark.parametrize(
+    "rules",
+    [{"failure_threshold": None, "consecutive_failures": 1000}, {"failure_threshold": 1000}],
+    ids=["streak-rule", "count-rule-alone"],
+)
+async def test_window_stats_add_up_to_what_callers_saw(
+    storage: Storage, clock: FakeClock, rules: dict[str, Any]
+) -> None:
     """Calls, failures and the failure rate are the sums of every breaker's outcomes."""
-    first = make(storage, clock, failure_threshold=None, consecutive_failures=1000)
-    second = make(storage, clock, failure_threshold=None, consecutive_failures=1000)
+    first = make(storage, clock, **rules)
+    second = make(storage, clock, **rules)
     await succeed(first, 7)
     await fail(second, 3)
     await fail(first, 2)

@@ -34,6 +34,7 @@ T = TypeVar("T")
 
 _CLOSED: Final = CircuitState.CLOSED
 _OPEN: Final = CircuitState.OPEN
+_FAILURE: Final = Outcome.FAILURE
 _HALF_OPEN: Final = CircuitState.HALF_OPEN
 _CONTENDED_RETRY: Final = 0.001
 _STALE: Final = -1
@@ -344,20 +345,20 @@ class CircuitBreaker(OutcomeRecorder):
                 and isinstance(exc, Exception)
                 and not isinstance(exc, config.ignored_exceptions)
             ):
-                outcome = Outcome.FAILURE  # _classify(), written out
+                outcome = _FAILURE  # _classify(), written out
             else:
                 outcome = self._classify(exc)
             extra = self._extra
             if (
                 # _finish(), written out for the in-process breaker's failures.
-                outcome is Outcome.FAILURE
+                outcome is _FAILURE
                 and self._local is not None
                 and extra is not None
                 and not extra.tally
                 and not extra.call_listeners
                 and started is None
                 and not isinstance(exc, RetryAfter)
-                and self._count_in_place(outcome, self._clock())
+                and self._fail_in_place(self._clock())
             ):
                 extra.failed += 1
                 if extra.changes:

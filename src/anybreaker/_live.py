@@ -9,7 +9,9 @@ read (``get_window_stats()``, any other write), and at most every
 ``FLUSH_INTERVAL`` seconds, so that ``storage.get()`` sees the counts within
 that. The window exists while the stored record is the one it continues:
 MemoryStorage drops it with any record written in another way, and the next
-count starts it afresh from that record.
+count starts it afresh from that record. Under the count rule alone, the
+failures in a row of the breaker object that started the window are one
+number until anything else reads or counts there (``LiveWindow.run``).
 """
 
 from __future__ import annotations
@@ -30,16 +32,19 @@ FLUSH_INTERVAL: Final = 1.0
 """At most this many seconds pass before counted outcomes are in the stored record."""
 
 _CLOSED: Final = CircuitState.CLOSED
+_FAILURE: Final = Outcome.FAILURE
 
 
 class LiveWindow:
     """A name's window in a MemoryStorage, counted in place; see the module."""
 
     __slots__ = (
+        "config",
         "flush_due",
         "record",
+        "run",
         "start",
-        "threshold_only",
+        "threshold",
         "until",
         "width",
         "window",
@@ -50,24 +55,46 @@ class LiveWindow:
     def __init__(self, record: BreakerRecord, config: CircuitBreakerConfig, now: float) -> None:
         self.record = record
         """The stored record this window continues."""
+        self.config = config
+        """The settings of the breaker that started the window; others check their own."""
         window_size = config.window_size
         self.window_size = window_size
-        self.threshold_only = config.failure_threshold is not None and not any(
-            getattr(config, rule) is not None for rule in OTHER_RULES
-        )
-        """Whether the failure count is the only rule: checked without ``trips()``."""
+        self.threshold = count_rule_only(config)
+        """``failure_threshold`` if it is ``config``'s only rule: checked without ``trips()``."""
         self.width = window_size / WINDOW_BUCKETS
         self.window = Tally.of(record, window_size, now)
+        self.run = 0
+        """Failures in a row in the current bucket, not yet in ``window`` (see ``settle``)."""
         self.written = True
         """Whether every count is in ``record``."""
         self.flush_due = now + FLUSH_INTERVAL
         self.start = self.until = 0.0
         self.enter_bucket(now)
 
+    def settle(self) -> None:
+        """Put the failures of ``run`` in ``window``, before anything else reads or counts there.
+
+        Under the count rule alone, a failure of the breaker that started the
+        window only adds to ``run``: an outage's failures cost one addition
+        each, and the rule is checked on ``window.failures + run``.
+        """
+        if self.run:
+            self.window.add(self.start, _FAILURE, count=self.run)
+            self.run = 0
+
     def enter_bucket(self, now: float) -> None:
-        """Make the bucket that ``now`` falls in the current one."""
+        """Make the bucket of ``now`` the current one; drop the buckets that left the window."""
+        self.settle()
+        self.window.prune(self.window_size, now)
         self.start = (now // self.width) * self.width
         self.until = self.start + self.width
+
+
+def count_rule_only(config: CircuitBreakerConfig) -> int | None:
+    """``failure_threshold``, if it is the only trip rule of ``config``; else ``None``."""
+    if any(getattr(config, rule) is not None for rule in OTHER_RULES):
+        return None
+    return config.failure_threshold
 
 
 class LiveCounting(StorageAccess):
@@ -98,52 +125,74 @@ class LiveCounting(StorageAccess):
                 record = self._record
             live = storage._live[self._name] = LiveWindow(record, self._config, now)
         elif not live.start <= now < live.until:
-            live.window.prune(window_size, now)
             live.enter_bucket(now)
         return live
+
+    def _fail_in_place(self, now: float) -> bool:
+        """Count one failure (not slow) of the current generation in place, as ``_count_in_place``.
+
+        The path of an outage's failures: under the count rule alone, in the
+        current bucket, with this object's successes filed, the failure only
+        extends the window's ``run``.
+        """
+        storage: MemoryStorage = self._storage  # type: ignore[assignment]
+        _LOCK.acquire()
+        live = storage._live.get(self._name)
+        if (
+            live is None
+            or live.config is not self._config
+            or live.threshold is None
+            or live.record is not self._record
+            or not live.start <= now < live.until
+            or self._succeeded != self._filed
+        ):
+            _LOCK.release()
+            return self._count_in_place(_FAILURE, now)
+        try:
+            run = live.run + 1
+            live.run = run
+            live.written = False
+            if live.window.failures + run >= live.threshold:
+                live.settle()
+                self._write_live_change(
+                    live, now, machine.opened_by_rules(live.record, self._config, now, live.window)
+                )
+            elif now >= live.flush_due:
+                self._write_live(storage, live, now)
+        finally:
+            _LOCK.release()
+        return True
 
     def _count_in_place(
         self, outcome: Outcome, now: float, slow: bool = False, count: int = 1
     ) -> bool:
         """Count an outcome of the current generation in place; ``False`` if it cannot be."""
         storage: MemoryStorage = self._storage  # type: ignore[assignment]
-        _LOCK.acquire()
-        try:
+        config = self._config
+        with _LOCK:
             # A live window exists only while its record is the stored one.
             live = storage._live.get(self._name)
             if (
                 live is None
                 or live.record is not self._record
                 or not live.start <= now < live.until
-                or live.window_size != self._config.window_size
+                or live.window_size != config.window_size
             ):
                 live = self._live(now)
                 if live is None:
                     return False
-            unsent = self._succeeded - self._filed
-            if unsent:
-                # This object's successes so far came first.
-                live.window.add(self._unsent_start, Outcome.SUCCESS, count=unsent)
-                self._filed = self._succeeded
+            live.settle()
             window = live.window
-            if outcome is Outcome.FAILURE and count == 1 and not slow:
-                # Tally.add(), written out for the most frequent count: one failure.
-                counts = window.buckets.get(live.start)
-                if counts is None:
-                    counts = window.buckets[live.start] = [0, 0, 0]
-                counts[0] += 1
-                counts[1] += 1
-                window.calls += 1
-                window.failures += 1
-                window.streak += 1
-            else:
-                window.add(live.start, outcome, slow, count)
+            if self._succeeded != self._filed:
+                # This object's successes so far came first.
+                window.add(self._unsent_start, Outcome.SUCCESS, count=self._succeeded - self._filed)
+                self._filed = self._succeeded
+            window.add(live.start, outcome, slow, count)
             live.written = False
-            config = self._config
-            threshold = config.failure_threshold
-            if live.threshold_only:
-                assert threshold is not None
-                tripped = window.failures >= threshold  # trips(), for the default rule
+            # Each breaker object checks its own rules, whichever started the window.
+            threshold = live.threshold if live.config is config else count_rule_only(config)
+            if threshold is not None:
+                tripped = window.failures >= threshold  # trips(), for the count rule alone
             else:
                 trip = None if config.trip is None else self._guarded_trip
                 tripped = machine.trips(config, window, trip)
@@ -153,8 +202,6 @@ class LiveCounting(StorageAccess):
                 )
             elif now >= live.flush_due:
                 self._write_live(storage, live, now)
-        finally:
-            _LOCK.release()
         return True
 
     def _flush_in_place(self, now: float) -> None:
@@ -172,6 +219,7 @@ class LiveCounting(StorageAccess):
         live.flush_due = now + FLUSH_INTERVAL
         if live.written:
             return
+        live.settle()
         live.window.prune(live.window_size, now)
         new = machine.counted(live.record, live.window_size, live.window)
         storage._records[self._name] = live.record = new
