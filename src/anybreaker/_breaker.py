@@ -321,24 +321,24 @@ class CircuitBreaker(OutcomeRecorder):
         tb: TracebackType | None,
     ) -> None:
         if not self._per_call:
-            meter = self._meter
-            started = None
-            if meter is not None:
-                started = self._started
-                if started is not None and self._untagged == 1:
-                    self._started = None  # _stop_timing(), written out
-                else:
-                    started = self._stop_timing()
             self._untagged -= 1
             if exc is None:
                 now = self._clock()  # _finish()'s success counting, written out
-                if meter is not None and started is not None:
-                    meter.succeeded(now - started)
+                meter = self._meter
+                if meter is not None:
+                    started = self._started
+                    if started is not None and self._untagged == 0:
+                        self._started = None  # _stop_timing(), written out
+                    else:
+                        started = self._stop_timing()
+                    if started is not None:
+                        meter.succeeded(now - started)
                 if self._unsent_start <= now < self._unsent_until:
                     self._succeeded += 1
                     return
                 await self._success_slowly(now)
                 return
+            started = None if self._meter is None else self._stop_timing()
             config = self._config
             if (
                 config.is_failure is None
@@ -371,8 +371,8 @@ class CircuitBreaker(OutcomeRecorder):
         tags = extra.tags
         if ticket is None or ticket.breaker is not self or tags is None or ticket.id not in tags:
             # Entered without a ticket, before the generation changed: stale.
-            started = None if self._meter is None else self._stop_timing()
             self._untagged -= 1
+            started = None if self._meter is None else self._stop_timing()
             self._drained(extra)
             await self._finish(_STALE, None, exc, started)
             return
@@ -417,9 +417,9 @@ class CircuitBreaker(OutcomeRecorder):
             _STARTS.set((self, now, _STARTS.get()))
 
     def _stop_timing(self) -> float | None:
-        """When the untagged call now ending began; ``None`` if it was not timed."""
+        """When the call now ending (no longer in ``_untagged``) began; ``None`` if untimed."""
         started = self._started
-        if started is not None and self._untagged == 1:
+        if started is not None and self._untagged == 0:
             # The call that began alone is the only one left: this one.
             self._started = None
             return started
