@@ -280,12 +280,13 @@ class CircuitBreaker(OutcomeRecorder):
                     return self
                 generation, token = record.generation, None  # admitted; a ticket follows
             elif record.state is _OPEN and self._seen is _OPEN and not self._per_call:
-                # _reject_if_open(), written out: rejections come in floods. An
-                # opening stamped later than now (the clock stepped back) takes
-                # the slow path, which rebases it.
+                # _reject_if_open() and time_until_retry(), written out:
+                # rejections come in floods. An opening stamped later than now
+                # (the clock stepped back) takes the slow path, which rebases it.
                 now = self._clock()
-                remaining = machine.time_until_retry(record, self._config, now)
-                if remaining > 0 and record.changed_at <= now:
+                since = record.changed_at
+                remaining = math.inf if record.forced else record.open_duration - (now - since)
+                if remaining > 0 and since <= now:
                     self._rejected += 1
                     if self._meter is not None:
                         self._meter.refused()
