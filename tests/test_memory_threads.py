@@ -62,7 +62,7 @@ def fail_in_threads(storage: MemoryStorage, failures: int, **settings: object) -
             raise
 
     threads = [
-        threading.Thread(target=thread, args=(index, backend))
+        threading.Thread(target=thread, args=(index, backend), daemon=True)
         for index, backend in enumerate(LOOPS)
     ]
     for each in threads:
