@@ -261,7 +261,9 @@ class CircuitBreaker(OutcomeRecorder):
         # they all become stale, and until they are done every new entry
         # carries a ticket in ``_TICKETS`` (``_per_call``), so that an entry
         # without one is known to be stale when it exits. Calls that need
-        # their own state (a deadline, a start time) always carry one.
+        # their own state (a deadline, a start time for a listener or a
+        # slow-call rule) always carry one; an instrumented breaker times its
+        # untagged calls without one (``_start_timing``).
         record = self._record
         local = self._local  # _fresh(), written out: this is the hot path
         if (
