@@ -48,7 +48,6 @@ class LiveWindow:
         "until",
         "width",
         "window",
-        "window_size",
         "written",
     )
 
@@ -58,7 +57,6 @@ class LiveWindow:
         self.config = config
         """The settings of the breaker that started the window; others check their own."""
         window_size = config.window_size
-        self.window_size = window_size
         self.threshold = count_rule_only(config)
         """``failure_threshold`` if it is ``config``'s only rule: checked without ``trips()``."""
         self.width = window_size / WINDOW_BUCKETS
@@ -85,7 +83,7 @@ class LiveWindow:
     def enter_bucket(self, now: float) -> None:
         """Make the bucket of ``now`` the current one; drop the buckets that left the window."""
         self.settle()
-        self.window.prune(self.window_size, now)
+        self.window.prune(self.config.window_size, now)
         self.start = (now // self.width) * self.width
         self.until = self.start + self.width
 
@@ -119,7 +117,7 @@ class LiveCounting(StorageAccess):
             return None
         live = storage._live.get(self._name)
         window_size = self._config.window_size
-        if live is None or live.record is not record or live.window_size != window_size:
+        if live is None or live.record is not record or live.config.window_size != window_size:
             if live is not None and live.record is record:
                 self._write_live(storage, live, now)
                 record = self._record
@@ -176,7 +174,7 @@ class LiveCounting(StorageAccess):
                 live is None
                 or live.record is not self._record
                 or not live.start <= now < live.until
-                or live.window_size != config.window_size
+                or live.config.window_size != config.window_size
             ):
                 live = self._live(now)
                 if live is None:
@@ -220,8 +218,9 @@ class LiveCounting(StorageAccess):
         if live.written:
             return
         live.settle()
-        live.window.prune(live.window_size, now)
-        new = machine.counted(live.record, live.window_size, live.window)
+        window_size = live.config.window_size
+        live.window.prune(window_size, now)
+        new = machine.counted(live.record, window_size, live.window)
         storage._records[self._name] = live.record = new
         live.written = True
         if self._record.version + 1 == new.version:
