@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from anybreaker import (
@@ -85,7 +86,7 @@ async def test_a_cancelled_call_is_neutral(clock: FakeClock) -> None:
     with anyio.CancelScope() as scope:
         async with breaker:
             scope.cancel()
-            await anyio.sleep(1)
+            await anyio.lowlevel.checkpoint()  # where the cancellation lands
     assert [event.outcome for event in events] == ["neutral"]
 
 
