@@ -22,7 +22,7 @@ import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,38 +187,30 @@ class Place:
 @asynccontextmanager
 async def open_storage(place: Place) -> AsyncIterator[Any]:
     """Open the storage of ``place`` at its default settings."""
-    async with AsyncExitStack() as stack:
-        if place.kind == "sqlite":
-            from anybreaker.storage.sql import SQLiteStorage
+    if place.kind == "sqlite":
+        from anybreaker.storage.sql import SQLiteStorage
 
-            storage: Any = SQLiteStorage(place.path)
-        elif place.kind == "sqlite+aiosqlite":
-            from sqlalchemy.ext.asyncio import create_async_engine
+        storage: Any = SQLiteStorage(place.path)
+    elif place.kind == "sqlite+aiosqlite":
+        from anybreaker.storage.sql import SQLAlchemyStorage
 
-            from anybreaker.storage.sql import SQLAlchemyStorage
+        storage = SQLAlchemyStorage(f"sqlite+aiosqlite:///{place.path}")
+    elif place.kind == "postgresql+psycopg":
+        from anybreaker.storage.sql import SQLAlchemyStorage
 
-            engine = create_async_engine(f"sqlite+aiosqlite:///{place.path}")
-            stack.push_async_callback(engine.dispose)
-            storage = SQLAlchemyStorage(engine)
-        elif place.kind == "postgresql+psycopg":
-            from anybreaker.storage.sql import SQLAlchemyStorage
+        storage = SQLAlchemyStorage(postgres_url("psycopg"), table=place.table)
+    elif place.kind == "postgresql+asyncpg":
+        from anybreaker.storage.sql import SQLAlchemyStorage
 
-            storage = SQLAlchemyStorage(postgres_url("psycopg"), table=place.table)
-        elif place.kind == "postgresql+asyncpg":
-            from sqlalchemy.ext.asyncio import create_async_engine
+        storage = SQLAlchemyStorage(postgres_url("asyncpg"), table=place.table)
+    elif place.kind == "redis":
+        from anybreaker.storage.redis import RedisStorage
 
-            from anybreaker.storage.sql import SQLAlchemyStorage
-
-            engine = create_async_engine(postgres_url("asyncpg"))
-            stack.push_async_callback(engine.dispose)
-            storage = SQLAlchemyStorage(engine, table=place.table)
-        elif place.kind == "redis":
-            from anybreaker.storage.redis import RedisStorage
-
-            storage = RedisStorage(redis_url(), prefix=place.prefix)
-        else:
-            raise ValueError(f"unknown storage kind {place.kind!r}")
-        yield await stack.enter_async_context(storage)
+        storage = RedisStorage(redis_url(), prefix=place.prefix)
+    else:
+        raise ValueError(f"unknown storage kind {place.kind!r}")
+    async with storage:
+        yield storage
 
 
 async def drop(place: Place) -> None:

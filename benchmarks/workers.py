@@ -15,6 +15,7 @@ import.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,7 +37,12 @@ async def anybreaker_guard(spec: dict[str, Any]) -> AsyncIterator[Guard]:
 
     async with open_storage(Place(**spec["place"])) as storage:
         breaker = CircuitBreaker(spec["breaker"], storage=storage, **spec["settings"])
-        # Open connections and read the record before the clock starts.
+        # Before the clock starts, as in a process that has been serving for a
+        # while: the tables exist (grelmicro creates its own when its backend
+        # is entered), each statement has run once, and the record was read.
+        warm_up = CircuitBreaker(f"{spec['breaker']}-warm-up-{os.getpid()}", storage=storage)
+        await warm_up.open_for(1.0)
+        await storage.delete(warm_up.name)
         await breaker.get_state()
 
         async def guard() -> None:

@@ -34,7 +34,7 @@ from ._state import WindowStats
 from .storage._protocol import INITIAL_RECORD, BreakerRecord
 from .storage.memory import MemoryStorage
 
-__all__ = ["Outage", "Refused", "StorageAccess"]
+__all__ = ["Outage", "Reading", "Refused", "StorageAccess"]
 
 _NO_RECORD: Final = INITIAL_RECORD
 
@@ -68,6 +68,18 @@ class Outage:
             self.ledger.merge(tally)
 
 
+class Reading:
+    """A read in flight for admissions, begun at ``began`` (the breaker's clock)."""
+
+    __slots__ = ("began", "done", "record")
+
+    def __init__(self, began: float) -> None:
+        self.began = began
+        self.done = anyio.Event()
+        self.record: BreakerRecord | None = None
+        """What the read adopted; ``None`` if it failed or was cancelled."""
+
+
 class StorageAccess(BreakerCore):
     """Reads and compare-and-sets of this breaker's record, through the failure policy."""
 
@@ -79,21 +91,54 @@ class StorageAccess(BreakerCore):
         record = await self._operate(now, "get")
         return self._adopt(record or _NO_RECORD, now, begun)
 
+    async def _read_for_admission(self, now: float) -> BreakerRecord:
+        """``_read()``, shared by the calls that arrive while it is in flight.
+
+        A flood of calls at a stale cache (an outage begins, a burst starts)
+        makes one read, not one each: a call that finds a read in flight,
+        begun less than ``staleness`` ago, waits for its answer, which is as
+        fresh as its own would be allowed to be. If that read fails or is
+        cancelled, the call reads for itself (during an outage that touches
+        no storage).
+        """
+        extra = self._more()
+        reading = extra.reading
+        if reading is not None and now - reading.began < self._staleness:
+            await reading.done.wait()
+            return reading.record or await self._read(now)
+        if self._local is not None:  # a MemoryStorage read never waits
+            return await self._read(now)
+        reading = extra.reading = Reading(now)
+        try:
+            reading.record = await self._read(now)
+            return reading.record
+        finally:
+            if extra.reading is reading:
+                extra.reading = None
+            reading.done.set()
+
     async def _swap(
         self, expected: BreakerRecord, new: BreakerRecord, now: float
     ) -> BreakerRecord | None:
         """Store ``new`` if ``expected`` is current: ``None``, else the record to retry against.
 
         The record to retry against is the storage's, as read after the
-        conflict, unless the cache already holds a newer one.
+        conflict (by the same operation, where the storage can), unless the
+        cache already holds a newer one.
         """
         begun = self._begin()
-        if await self._operate(now, "compare_and_set", expected.version or None, new):
+        version = expected.version or None
+        if callable(getattr(self._storage, "compare_and_set_or_get", None)):
+            stored, current = await self._operate(now, "compare_and_set_or_get", version, new)
+        else:
+            stored = await self._operate(now, "compare_and_set", version, new)
+            if not stored:
+                begun = self._begin()
+                current = await self._operate(now, "get")
+        if stored:
             self._adopt(new, now, begun)
             return None
-        begun = self._begin()
-        current = await self._operate(now, "get") or _NO_RECORD
-        return self._adopt(current, now, begun)
+        return self._adopt(current or _NO_RECORD, now, begun)
 
     async def _operate(self, now: float, method: str, *args: Any) -> Any:
         """Run one storage operation, or what the policy says instead while it fails."""
@@ -104,7 +149,9 @@ class StorageAccess(BreakerCore):
                 record = await self._probe(extra, outage, now)
                 if record is not None:
                     # Over: a write must start again from the stored record.
-                    return record if method == "get" else False
+                    if method == "get":
+                        return record
+                    return (False, record) if method == "compare_and_set_or_get" else False
             return await self._instead(outage, method, args)
         try:
             return await self._call(method, *args)

@@ -651,7 +651,10 @@ class CircuitBreaker(OutcomeRecorder):
         """
         now = self._clock()
         try:
-            record = self._rebase(now) if self._fresh() else await self._read(now)
+            if self._fresh():
+                record = self._rebase(now)
+            else:
+                record = await self._read_for_admission(now)
             self._notice(now)
             admission = machine.admit(record, self._config, now, _new_token)
             if admission.record is not None:

@@ -24,7 +24,7 @@ from ._state import CallEvent, CircuitState, StateChange
 from .storage._protocol import BreakerRecord, Storage
 
 if TYPE_CHECKING:
-    from ._access import Outage
+    from ._access import Outage, Reading
 
 __all__ = ["BreakerCore", "CallListener", "CallMeter", "Extra", "Listener", "logger"]
 
@@ -73,6 +73,7 @@ class Extra:
         "ops",
         "outage",
         "per_call",
+        "reading",
         "state_changes",
         "tags",
         "tally",
@@ -98,6 +99,8 @@ class Extra:
         self.written = 0
         self.flush_due = -float("inf")
         self.outage: Outage | None = None
+        self.reading: Reading | None = None
+        """The admissions' read in flight, if any: calls arriving meanwhile wait for it."""
         self.ops = 0
         """Storage operations begun so far."""
         self.adopted_at = 0

@@ -6,10 +6,11 @@ often: every breaker object of a name in a MemoryStorage counts in one
 shared window (a ``Tally``, kept beside the record), checks the rules on it
 at once, and writes a record when the state changes, when the window is
 read (``get_window_stats()``, any other write), and at most every
-``FLUSH_INTERVAL`` seconds, so that ``storage.get()`` sees the counts within
-that. The window exists while the stored record is the one it continues:
-MemoryStorage drops it with any record written in another way, and the next
-count starts it afresh from that record. Under the count rule alone, the
+``FLUSH_INTERVAL`` seconds; ``storage.get()`` and a compare-and-set made
+through the storage itself write it first, so they see every count. The
+window exists while the stored record is the one it continues: MemoryStorage
+drops it with any record written in another way, and the next count starts
+it afresh from that record. Under the count rule alone, the
 failures in a row of the breaker object that started the window are one
 number until anything else reads or counts there (``LiveWindow.run``).
 """
@@ -79,6 +80,21 @@ class LiveWindow:
         if self.run:
             self.window.add(self.start, _FAILURE, count=self.run)
             self.run = 0
+
+    def store(self, records: dict[str, BreakerRecord], name: str) -> BreakerRecord:
+        """Write the counts into ``records`` as the next version of ``record`` (with ``_LOCK``).
+
+        Also called by the MemoryStorage before it answers ``get()`` or a
+        compare-and-set, so that no count is missing from what they see, or
+        overwritten by a write made in another way.
+        """
+        if not self.written:
+            self.settle()
+            window_size = self.config.window_size
+            self.window.prune(window_size, self.start)
+            self.record = records[name] = machine.counted(self.record, window_size, self.window)
+            self.written = True
+        return self.record
 
     def enter_bucket(self, now: float) -> None:
         """Make the bucket of ``now`` the current one; drop the buckets that left the window."""
@@ -217,12 +233,8 @@ class LiveCounting(StorageAccess):
         live.flush_due = now + FLUSH_INTERVAL
         if live.written:
             return
-        live.settle()
-        window_size = live.config.window_size
-        live.window.prune(window_size, now)
-        new = machine.counted(live.record, window_size, live.window)
-        storage._records[self._name] = live.record = new
-        live.written = True
+        live.window.prune(live.config.window_size, now)
+        new = live.store(storage._records, self._name)
         if self._record.version + 1 == new.version:
             self._adopt_own(new, now)
 

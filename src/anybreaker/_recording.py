@@ -277,6 +277,8 @@ class OutcomeRecorder(LiveCounting):
                     extra.written = max(extra.written, taken)
                     return True
                 record = basis
+                if tally is not None:
+                    taken = self._join_retry(tally, taken)
             logger.info(
                 "circuit %r: compare-and-set conflicts went on for longer than "
                 "storage_timeout=%s s; the counts stay pending for the next write",
@@ -313,6 +315,22 @@ class OutcomeRecorder(LiveCounting):
             if storage._replace(self._name, stored, new):
                 self._adopt_own(new, now)
                 return True
+
+    def _join_retry(self, tally: Tally, taken: int) -> int:
+        """Let the counts that arrived during a conflict join the retry; its batch number.
+
+        Their callers then wait for this write alone, not for the next one too.
+        """
+        extra = self._more()
+        if not extra.tally and self._succeeded == self._filed:
+            return taken
+        arrived = self._tally()
+        if arrived.generation != tally.generation:
+            return taken  # stale, or newer: they wait for their own write
+        tally.merge(arrived)
+        extra.tally = None
+        extra.batch += 1
+        return extra.batch - 1
 
     def _keep_pending(self, tally: Tally) -> None:
         """Put counts that were not written back in front of the pending ones."""

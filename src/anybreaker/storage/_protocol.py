@@ -189,6 +189,14 @@ class Storage(Protocol):
     A storage may also have a float attribute ``staleness``: how many seconds
     a breaker may act on a record it read before reading it again. Without
     it the breaker reads on every call.
+
+    It may also have ``async compare_and_set_or_get(name, expected_version,
+    record)``: ``compare_and_set()`` that, when it does not store, also says
+    what is stored. It returns ``(True, None)`` when it stored, else
+    ``(False, current)``, ``current`` being the stored record or ``None``.
+    With it, a breaker whose write lost a race to another process retries
+    without first reading again: under contention the losers are not a
+    round trip behind the winner. Without it the breaker calls ``get()``.
     """
 
     async def get(self, name: str) -> BreakerRecord | None:

@@ -31,7 +31,9 @@ class MemoryStorage(StorageBase):
         self._records: dict[str, BreakerRecord] = {}
         self._closed = False
         # What the breakers of this process keep beside a record (their
-        # shared window, see anybreaker._live); opaque here, dropped with it.
+        # shared window, see anybreaker._live): written into the record
+        # (``store()``) before a read or write through the storage itself
+        # answers, and dropped with the record.
         self._live: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -43,22 +45,36 @@ class MemoryStorage(StorageBase):
     async def get(self, name: str) -> BreakerRecord | None:
         """Return the record stored under ``name``, or ``None``."""
         self._check_open()
-        return self._records.get(name)
+        with _LOCK:
+            return self._settled(name)
 
     async def compare_and_set(
         self, name: str, expected_version: int | None, record: BreakerRecord
     ) -> bool:
         """Store ``record`` if the stored version is ``expected_version``."""
+        stored, _ = await self.compare_and_set_or_get(name, expected_version, record)
+        return stored
+
+    async def compare_and_set_or_get(
+        self, name: str, expected_version: int | None, record: BreakerRecord
+    ) -> tuple[bool, BreakerRecord | None]:
+        """``compare_and_set()``; when it does not store, also what is stored."""
         self._check_open()
         check_new_version(expected_version, record)
         with _LOCK:
-            current = self._records.get(name)
-            stored_version = None if current is None else current.version
-            if stored_version != expected_version:
-                return False
+            current = self._settled(name)
+            if (None if current is None else current.version) != expected_version:
+                return False, current
             self._records[name] = record
             self._live.pop(name, None)
-            return True
+            return True, None
+
+    def _settled(self, name: str) -> BreakerRecord | None:
+        """The record of ``name``, with what its breakers counted in place (with ``_LOCK``)."""
+        live = self._live.get(name)
+        if live is not None:
+            live.store(self._records, name)
+        return self._records.get(name)
 
     def _replace(self, name: str, current: BreakerRecord, record: BreakerRecord) -> bool:
         """Store ``record`` if ``current`` is what is stored (for the in-process breaker)."""

@@ -50,6 +50,8 @@ _NOT_AN_INDEX: Final = -2
 
 # KEYS: record key, index key. ARGV: expected version ("" for none), new
 # record as JSON, name, idle expiry in ms ("" for none), record format.
+# Returns 1 (stored), 0 (nothing stored, none expected), {0, the stored
+# record} (another version stored), or -1 / -2 (see above).
 #
 # Everything is checked before anything is written: a script that fails
 # half-way does not roll back the writes it already made.
@@ -94,7 +96,7 @@ else
     return -1
   end
   if version ~= ARGV[1] then
-    return 0
+    return {0, text}
   end
 end
 local index_ttl = redis.call('PTTL', KEYS[2])
@@ -304,8 +306,9 @@ class RedisStorage(StorageBase):
             if isinstance(error.__cause__, coredis.exceptions.WrongTypeError):
                 raise self._not_a_record(key) from error.__cause__
             raise
-        if raw is None:
-            return None
+        return None if raw is None else self._parse(raw, key)
+
+    def _parse(self, raw: str | bytes, key: str) -> BreakerRecord:
         try:
             return BreakerRecord.from_dict(json.loads(raw))
         except (ValueError, TypeError, AttributeError) as error:
@@ -315,6 +318,13 @@ class RedisStorage(StorageBase):
         self, name: str, expected_version: int | None, record: BreakerRecord
     ) -> bool:
         """Store ``record`` if the stored version is ``expected_version``."""
+        stored, _ = await self.compare_and_set_or_get(name, expected_version, record)
+        return stored
+
+    async def compare_and_set_or_get(
+        self, name: str, expected_version: int | None, record: BreakerRecord
+    ) -> tuple[bool, BreakerRecord | None]:
+        """``compare_and_set()``; when it does not store, also what is stored (one script)."""
         check_new_version(expected_version, record)
         self._ready()
         check_name(name)
@@ -334,8 +344,10 @@ class RedisStorage(StorageBase):
                 client=self._client,
             )
         )
+        if isinstance(result, list) and len(result) == 2 and result[0] == _CONFLICT:
+            return False, self._parse(result[1], key)
         self._check_result(result, key)
-        return result == _STORED
+        return result == _STORED, None
 
     async def delete(self, name: str) -> None:
         """Remove the record stored under ``name``, if any."""

@@ -122,6 +122,7 @@ _SQLITE_LOCKED: Final = 6
 _ACTIONS: Final = {
     "get": "reading {} from",
     "compare_and_set": "writing {} to",
+    "compare_and_set_or_get": "writing {} to",
     "delete": "deleting {} from",
     "names": "listing the names in",
     "drop": "dropping the tables of",
@@ -298,6 +299,26 @@ class SQLAlchemyStorage(StorageBase):
         self, name: str, expected_version: int | None, record: BreakerRecord
     ) -> bool:
         """Store ``record`` if the stored version is ``expected_version``."""
+        self._check_write(name, expected_version, record)
+        return await self._run(
+            self._statements.compare_and_set, (name, expected_version, record), None
+        )
+
+    async def compare_and_set_or_get(
+        self, name: str, expected_version: int | None, record: BreakerRecord
+    ) -> tuple[bool, BreakerRecord | None]:
+        """``compare_and_set()``; when it does not store, also what is stored.
+
+        The read follows on the same connection, in the same trip to the
+        driver's thread: under contention the loser is no further behind.
+        """
+        self._check_write(name, expected_version, record)
+        return await self._run(
+            self._statements.compare_and_set_or_get, (name, expected_version, record), None
+        )
+
+    def _check_write(self, name: str, expected_version: int | None, record: BreakerRecord) -> None:
+        """Refuse, before any I/O, a write the table could not hold."""
         check_new_version(expected_version, record)
         check_name(name)
         if not -_MAX_VERSION - 1 <= record.version <= _MAX_VERSION:
@@ -308,9 +329,6 @@ class SQLAlchemyStorage(StorageBase):
                 "integer). No number of writes reaches a stored version that high: the "
                 f"record is corrupt. Delete it to start {name!r} afresh"
             )
-        return await self._run(
-            self._statements.compare_and_set, (name, expected_version, record), None
-        )
 
     async def delete(self, name: str) -> None:
         """Remove the record stored under ``name``, if any."""
@@ -610,27 +628,36 @@ class SQLAlchemyStorage(StorageBase):
             _check_sqlite_header(self._path)
         identity = _file_identity(self._path) if self._path is not None else None
         try:
-            found = self._on_kept(self._find_tables, keep=False)
+            version = self._on_kept(self._statements_version, keep=False)
         except BaseException:
             if self._path is not None and self._engine is not None and self._owns_engine:
                 self._release_file()
             raise
-        if found:
+        if version is not None:
             self._identity = identity
-            self._readable = True
-        return found
+        return self._found(version)
 
     async def _find_tables_async(self) -> bool:
         if self._path is not None:
             if _is_new_file(self._path):
                 return False
             _check_sqlite_header(self._path)
-        found = await self._on_kept_async(self._find_tables, keep=False)
-        if found:
-            self._readable = True
-        return found
+        return self._found(await self._on_kept_async(self._statements_version, keep=False))
 
-    def _find_tables(self, connection: Connection) -> bool:
+    def _found(self, version: int | None) -> bool:
+        """Whether a read found tables (at ``version``).
+
+        Tables at the current version, which set-up would leave as they are,
+        are ready for writes: the first write does not check them again.
+        """
+        if version is not None:
+            self._readable = True
+            if version == SCHEMA_VERSION and not (self._sqlite and self._journal_mode):
+                self._ready = True
+        return version is not None
+
+    def _statements_version(self, connection: Connection) -> int | None:
+        """The tables' schema version, ``None`` without tables; reads only."""
         # One transaction, so that the checks see the tables all before or
         # all after another process creates them.
         if self._sqlite:
@@ -644,7 +671,7 @@ class SQLAlchemyStorage(StorageBase):
             with connection.begin() as transaction:
                 version = self._statements.check(connection)
                 transaction.rollback()
-        return version is not None
+        return version
 
     async def _set_up_async(self) -> None:
         assert self._async_engine is not None
@@ -911,6 +938,17 @@ class _Statements:
         if self._returning:
             return statement.run(connection, values, "one") is not None
         return bool(statement.run(connection, values) == 1)
+
+    def compare_and_set_or_get(
+        self,
+        connection: Connection,
+        name: str,
+        expected_version: int | None,
+        record: BreakerRecord,
+    ) -> tuple[bool, BreakerRecord | None]:
+        if self.compare_and_set(connection, name, expected_version, record):
+            return True, None
+        return False, self.get(connection, name)
 
     def delete(self, connection: Connection, name: str) -> None:
         self._delete.run(connection, {"b_name": name})

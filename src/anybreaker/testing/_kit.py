@@ -233,6 +233,42 @@ class StorageTests:
         assert await storage_under_test.get(_NAME) is None
         assert await storage_under_test.names() == []
 
+    # -- compare_and_set_or_get, where the storage has it (optional) ---------
+
+    async def test_compare_and_set_or_get_stores_as_compare_and_set_does(
+        self, storage_under_test: Storage
+    ) -> None:
+        """Where it stores, ``compare_and_set_or_get`` returns ``(True, None)``."""
+        for version in range(1, 4):
+            record = _record(version, openings=version)
+            assert await _or_get(storage_under_test, version - 1 or None, record) == (
+                True,
+                None,
+            )
+            _assert_same(await storage_under_test.get(_NAME), record)
+
+    @pytest.mark.parametrize(("stored", "expected"), [(1, None), (2, 1), (1, 2)])
+    async def test_compare_and_set_or_get_refusing_returns_what_is_stored(
+        self, storage_under_test: Storage, stored: int, expected: int | None
+    ) -> None:
+        """Where it refuses, it changes nothing and returns ``(False, the stored record)``."""
+        for version in range(1, stored + 1):
+            assert await storage_under_test.compare_and_set(
+                _NAME, version - 1 or None, _record(version, openings=version)
+            )
+        refused = _record((expected or 0) + 1, openings=999)
+        done, current = await _or_get(storage_under_test, expected, refused)
+        assert done is False
+        _assert_same(current, _record(stored, openings=stored))
+        _assert_same(await storage_under_test.get(_NAME), _record(stored, openings=stored))
+
+    async def test_compare_and_set_or_get_refusing_with_nothing_stored_returns_none(
+        self, storage_under_test: Storage
+    ) -> None:
+        """Expecting a version where nothing is stored: ``(False, None)``, nothing stored."""
+        assert await _or_get(storage_under_test, 1, _record(2)) == (False, None)
+        assert await storage_under_test.get(_NAME) is None
+
     async def test_an_update_replaces_every_field(self, storage_under_test: Storage) -> None:
         """A stored record is replaced whole: no field of the previous one survives."""
         rich = _samples()[-1]
@@ -752,6 +788,17 @@ def _samples() -> list[BreakerRecord]:
             trials=tuple((f"token-{index:04d}", now + index) for index in range(20)),
         ),
     ]
+
+
+async def _or_get(
+    storage: Storage, expected: int | None, record: BreakerRecord
+) -> tuple[bool, BreakerRecord | None]:
+    """``storage.compare_and_set_or_get(_NAME, ...)``; skips where the storage has none."""
+    operation = getattr(storage, "compare_and_set_or_get", None)
+    if operation is None:
+        pytest.skip("the storage has no compare_and_set_or_get, which is optional")
+    result: tuple[bool, BreakerRecord | None] = await operation(_NAME, expected, record)
+    return result
 
 
 def _assert_same(got: object, expected: BreakerRecord) -> None:
