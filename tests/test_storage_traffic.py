@@ -11,7 +11,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from anybreaker import BreakerRecord, CircuitBreaker, Storage
+from anybreaker import BreakerRecord, CircuitBreaker, CircuitBreakerOpenError, Storage
 from anybreaker.testing import FakeClock
 
 from ._storages import InFront
@@ -58,29 +58,32 @@ class CountedWithGet(Counted):
         return result
 
 
-async def _flood(breaker: CircuitBreaker) -> int:
-    """``TASKS`` calls entered at once; how many ran."""
-    ran = 0
+async def _flood(breaker: CircuitBreaker) -> tuple[int, int]:
+    """``TASKS`` calls entered at once; how many ran, and how many were refused."""
+    ran = refused = 0
 
     async def call() -> None:
-        nonlocal ran
-        async with breaker:
-            ran += 1
+        nonlocal ran, refused
+        try:
+            async with breaker:
+                ran += 1
+        except CircuitBreakerOpenError:
+            refused += 1
 
     async with anyio.create_task_group() as group:
         for _ in range(TASKS):
             group.start_soon(call)
-    return ran
+    return ran, refused
 
 
 async def test_calls_at_a_stale_cache_share_one_read(storage: Storage, clock: FakeClock) -> None:
     """Calls arriving while a read is in flight wait for it instead of reading too."""
     counted = Counted(storage, staleness=0.1)
     breaker = CircuitBreaker(NAME, storage=counted, clock=clock)
-    assert await _flood(breaker) == TASKS
+    assert await _flood(breaker) == (TASKS, 0)
     assert counted.calls["get"] == 1
     clock.advance(0.1)  # stale again: the next flood reads once more
-    assert await _flood(breaker) == TASKS
+    assert await _flood(breaker) == (TASKS, 0)
     assert counted.calls["get"] == 2
 
 
@@ -88,7 +91,7 @@ async def test_with_staleness_zero_every_call_reads(storage: Storage, clock: Fak
     """``staleness=0`` means a read on every call: no call acts on another's read."""
     counted = Counted(storage, staleness=0.0)
     breaker = CircuitBreaker(NAME, storage=counted, clock=clock)
-    assert await _flood(breaker) == TASKS
+    assert await _flood(breaker) == (TASKS, 0)
     assert counted.calls["get"] == TASKS
 
 
@@ -99,31 +102,13 @@ async def test_the_calls_waiting_for_a_shared_read_see_the_opening_it_read(
     opener = CircuitBreaker(NAME, storage=storage, clock=clock, failure_threshold=1)
     counted = Counted(storage, staleness=0.1)
     breaker = CircuitBreaker(NAME, storage=counted, clock=clock, failure_threshold=1)
-    assert await _flood(breaker) == TASKS
+    assert await _flood(breaker) == (TASKS, 0)
     with pytest.raises(Boom):
         async with opener:
             raise Boom
     clock.advance(0.1)
-    assert await _flood_refused(breaker) == TASKS
+    assert await _flood(breaker) == (0, TASKS)
     assert counted.calls["get"] == 2
-
-
-async def _flood_refused(breaker: CircuitBreaker) -> int:
-    """``TASKS`` calls entered at once; how many were refused."""
-    refused = 0
-
-    async def call() -> None:
-        nonlocal refused
-        try:
-            async with breaker:
-                pass
-        except Exception:
-            refused += 1
-
-    async with anyio.create_task_group() as group:
-        for _ in range(TASKS):
-            group.start_soon(call)
-    return refused
 
 
 @pytest.mark.parametrize("front", [Counted, CountedWithGet], ids=["get", "or-get"])
