@@ -14,6 +14,7 @@ from anybreaker import (
     CircuitBreaker,
     CircuitBreakerOpenError,
     CircuitState,
+    RetryAfter,
     StateChange,
     Storage,
 )
@@ -321,6 +322,29 @@ async def test_ignored_exceptions_pass_through_uncounted(
     assert await breaker.get_state() is CLOSED
     stats = breaker.stats
     assert (stats.total_calls, stats.failed_calls, stats.successful_calls) == (1, 0, 0)
+
+
+async def test_each_exception_type_keeps_its_own_meaning_after_failures(
+    storage: Storage, clock: FakeClock
+) -> None:
+    """After failures of one type, an ignored type stays neutral and RetryAfter still opens."""
+
+    class Throttled(RetryAfter):
+        pass
+
+    breaker = make(storage, clock, ignored_exceptions=(KeyError,), failure_threshold=10)
+    await fail(breaker, 4)
+    with pytest.raises(KeyError):
+        async with breaker:
+            raise KeyError("missing")
+    stats = breaker.stats
+    assert (stats.total_calls, stats.failed_calls, stats.successful_calls) == (5, 4, 0)
+    assert (await breaker.get_window_stats()).failures == 4
+    with pytest.raises(Throttled):
+        async with breaker:
+            raise Throttled(30)
+    assert await breaker.get_state() is OPEN
+    assert breaker.get_time_until_retry() == pytest.approx(30)
 
 
 async def test_is_failure_predicate_classifies(storage: Storage, clock: FakeClock) -> None:

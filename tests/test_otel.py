@@ -343,6 +343,29 @@ async def test_every_breaker_of_the_process_made_before_or_after(
         assert reading.states(name)["closed"] == 1
 
 
+async def test_a_breaker_that_already_ran_calls_is_reported_from_the_next_call(
+    reader: InMemoryMetricReader, provider: MeterProvider, clock: FakeClock
+) -> None:
+    """Calls made before instrument() are not reported; every call after it is."""
+    breaker = CircuitBreaker("model-api", clock=clock)
+    for _ in range(3):
+        async with breaker:
+            pass
+    with pytest.raises(ConnectionError):
+        async with breaker:
+            await _fail(clock)
+    instrument(breaker, meter_provider=provider)
+    async with breaker:
+        clock.advance(0.25)
+    with pytest.raises(ConnectionError):
+        async with breaker:
+            await _fail(clock, 0.5)
+    reading = Reading(reader)
+    assert reading.calls("model-api") == {("success", False): 1, ("failure", False): 1}
+    assert reading.histogram("model-api", "success").sum == pytest.approx(0.25)
+    assert reading.histogram("model-api", "failure").sum == pytest.approx(0.5)
+
+
 @pytest.mark.usefixtures("everything")
 async def test_instrumenting_again_counts_each_call_once(
     reader: InMemoryMetricReader, provider: MeterProvider, clock: FakeClock

@@ -58,7 +58,7 @@ class Outage:
         self.fallback = MemoryStorage()
         """The process-local copy the "local" policy works on."""
         if record.version:
-            self.fallback._records[""] = record
+            self.fallback._put("", record)
         self.ledger = Tally(record.generation)
         """Closed-state outcomes counted locally, for the storage's window."""
 

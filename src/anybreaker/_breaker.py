@@ -25,7 +25,7 @@ from ._machine import Admission, Outcome
 from ._recording import Change, OutcomeRecorder
 from ._state import CallEvent, CircuitState, CircuitStats
 from .storage._protocol import INITIAL_RECORD, BreakerRecord, Storage
-from .storage.memory import MemoryStorage
+from .storage.memory import MemoryStorage, RecordCell
 
 __all__ = ["NEW_BREAKER_HOOKS", "CircuitBreaker", "Listener"]
 
@@ -36,8 +36,12 @@ _CLOSED: Final = CircuitState.CLOSED
 _OPEN: Final = CircuitState.OPEN
 _FAILURE: Final = Outcome.FAILURE
 _HALF_OPEN: Final = CircuitState.HALF_OPEN
+_ELSEWHERE: Final = RecordCell(INITIAL_RECORD)
+"""The cell of breakers on other storages: never holds their ``_fast``, which stays ``None``."""
 _CONTENDED_RETRY: Final = 0.001
 _STALE: Final = -1
+_FAILING_TYPES: Final = 32
+"""At most this many exception types are known as failures counted in place."""
 """The generation of a call whose outcome counts only in this object's stats."""
 
 # Shared by every breaker made without settings: configs are immutable.
@@ -147,8 +151,14 @@ class CircuitBreaker(OutcomeRecorder):
         self._storage = storage
         self._clock = clock or time.time
         self._staleness = float(staleness)
-        self._local = storage._records if type(storage) is MemoryStorage else None
+        if type(storage) is MemoryStorage:
+            self._local = storage._records
+            self._cell = storage._cell(name)
+        else:
+            self._local = None
+            self._cell = _ELSEWHERE
         self._record = INITIAL_RECORD
+        self._fast = None
         self._read_at = -math.inf
         self._seen = _CLOSED
         self._untagged = 0
@@ -251,6 +261,7 @@ class CircuitBreaker(OutcomeRecorder):
     def _time_every_call(self) -> None:
         self._more().per_call = True
         self._per_call = True
+        self._fast = None
 
     # -- guarding calls ----------------------------------------------------
 
@@ -263,12 +274,15 @@ class CircuitBreaker(OutcomeRecorder):
         # without one is known to be stale when it exits. Calls that need
         # their own state (a deadline, a start time for a listener or a
         # slow-call rule) always carry one; an instrumented breaker times its
-        # untagged calls without one (``_start_timing``).
+        # untagged calls without one (``_start_timing``). On a MemoryStorage,
+        # ``_fast`` makes all of that one identity test.
+        if self._cell.record is self._fast:
+            self._untagged += 1
+            return self
         record = self._record
-        local = self._local  # _fresh(), written out: this is the hot path
         if (
-            local.get(self._name, INITIAL_RECORD) is record
-            if local is not None
+            self._cell.record is record  # _fresh(), written out: this is the hot path
+            if self._local is not None
             else self._read_at <= self._clock() < self._read_at + self._staleness
         ):
             if record.state is _CLOSED:
@@ -278,6 +292,8 @@ class CircuitBreaker(OutcomeRecorder):
                             self._started = self._clock()  # _start_timing(), written out
                         else:
                             self._start_timing()
+                    elif self._local is not None:
+                        self._fast = record
                     self._untagged += 1
                     return self
                 generation, token = record.generation, None  # admitted; a ticket follows
@@ -305,6 +321,7 @@ class CircuitBreaker(OutcomeRecorder):
             return self
         extra = self._more()
         self._per_call = True
+        self._fast = None
         timeout = self._config.call_timeout
         scope = None
         if timeout is not None:
@@ -341,33 +358,23 @@ class CircuitBreaker(OutcomeRecorder):
                     return
                 await self._success_slowly(now)
                 return
-            started = None if self._meter is None else self._stop_timing()
-            config = self._config
-            if (
-                config.is_failure is None
-                and isinstance(exc, Exception)
-                and not isinstance(exc, config.ignored_exceptions)
-            ):
-                outcome = _FAILURE  # _classify(), written out
-            else:
-                outcome = self._classify(exc)
             extra = self._extra
             if (
-                # _finish(), written out for the in-process breaker's failures.
-                outcome is _FAILURE
+                # _finish(), written out for the in-process breaker's failures
+                # of a type counted in place before (see _ended_untagged()).
+                extra is not None
+                and type(exc) in extra.failing_types
+                and self._meter is None
                 and self._local is not None
-                and extra is not None
                 and not extra.tally
                 and not extra.call_listeners
-                and started is None
-                and not isinstance(exc, RetryAfter)
                 and self._fail_in_place(self._clock())
             ):
                 extra.failed += 1
                 if extra.changes:
                     await self._deliver()
                 return
-            await self._finish(self._record.generation, None, exc, started, outcome=outcome)
+            await self._ended_untagged(exc)
             return
         extra = self._more()
         ticket = _TICKETS.get()
@@ -400,6 +407,32 @@ class CircuitBreaker(OutcomeRecorder):
 
     def __exit__(self, *exc_info: object) -> None:  # pragma: no cover - __enter__ raises
         return None
+
+    async def _ended_untagged(self, exc: BaseException) -> None:
+        """Count how an untagged call of the current generation ended with ``exc``.
+
+        A failure that ``_fail_in_place()`` counted makes its type known as
+        one (``Extra.failing_types``): the next failure of that type skips
+        the classification.
+        """
+        started = None if self._meter is None else self._stop_timing()
+        outcome = self._classify(exc)
+        if (
+            outcome is _FAILURE
+            and self._local is not None
+            and started is None
+            and not isinstance(exc, RetryAfter)
+            and self._config.is_failure is None
+        ):
+            extra = self._more()
+            if not extra.tally and not extra.call_listeners and self._fail_in_place(self._clock()):
+                extra.failed += 1
+                if len(extra.failing_types) < _FAILING_TYPES:
+                    extra.failing_types |= {type(exc)}
+                if extra.changes:
+                    await self._deliver()
+                return
+        await self._finish(self._record.generation, None, exc, started, outcome=outcome)
 
     def _drained(self, extra: Extra) -> None:
         """Stop giving tickets once no stale call is left (unless every call needs one)."""
@@ -446,7 +479,9 @@ class CircuitBreaker(OutcomeRecorder):
         ``TypeError`` and counts as neither a success nor a failure.
         """
         record = self._record
-        if record.state is _CLOSED and not self._per_call and self._fresh():
+        if self._cell.record is self._fast or (
+            record.state is _CLOSED and not self._per_call and self._fresh()
+        ):
             generation, token = record.generation, None
         else:
             if (
@@ -639,7 +674,7 @@ class CircuitBreaker(OutcomeRecorder):
 
     def _fresh(self) -> bool:
         if self._local is not None:
-            return self._local.get(self._name, INITIAL_RECORD) is self._record
+            return self._cell.record is self._record
         return self._read_at <= self._clock() < self._read_at + self._staleness
 
     async def _admit(self) -> tuple[int, str | None]:

@@ -22,6 +22,7 @@ from ._config import CircuitBreakerConfig
 from ._machine import Outcome, Tally
 from ._state import CallEvent, CircuitState, StateChange
 from .storage._protocol import BreakerRecord, Storage
+from .storage.memory import RecordCell
 
 if TYPE_CHECKING:
     from ._access import Outage, Reading
@@ -64,6 +65,7 @@ class Extra:
         "changes",
         "delivering",
         "failed",
+        "failing_types",
         "flush_due",
         "held",
         "last_change_at",
@@ -86,6 +88,8 @@ class Extra:
         self.call_listeners: tuple[CallListener, ...] = ()
         self.per_call = False
         """Every call carries a ticket (timed calls, call events, shadow mode)."""
+        self.failing_types: frozenset[type[BaseException]] = frozenset()
+        """Exception types that count as failures, not ``RetryAfter``, under this config."""
         self.tags: set[int] | None = None
         """The tickets of calls running with one (made with the first)."""
         self.held: deque[tuple[int, str, float]] | None = None
@@ -116,9 +120,11 @@ class BreakerCore:
 
     __slots__ = (
         "__weakref__",
+        "_cell",
         "_clock",
         "_config",
         "_extra",
+        "_fast",
         "_filed",
         "_local",
         "_meter",
@@ -143,9 +149,17 @@ class BreakerCore:
     _clock: Callable[[], float]
     _staleness: float
     _local: dict[str, BreakerRecord] | None
-    """A MemoryStorage's dict, read directly: the cheapest freshness check there is."""
+    """A MemoryStorage's dict, read directly."""
+    _cell: RecordCell
+    """On a MemoryStorage, what is stored under the name: the cheapest freshness check."""
     _record: BreakerRecord
     """The last record adopted, rebased to this process's clock."""
+    _fast: BreakerRecord | None
+    """``_record`` while ``async with`` may admit at once (see ``__aenter__``), else ``None``.
+
+    Set by an admission that found the cached record stored, closed, and
+    nothing to do per call; cleared whenever any of these may change.
+    """
     _read_at: float
     """The clock's time when ``_record`` was last known to be current."""
     _seen: CircuitState
@@ -172,6 +186,11 @@ class BreakerCore:
         if extra is None:
             extra = self._extra = Extra()
         return extra
+
+    def _instrument(self, meter: CallMeter) -> None:
+        """Count and time every call from now on in ``meter`` (``anybreaker.otel``)."""
+        self._meter = meter
+        self._fast = None
 
     def _begin(self) -> int:
         """Number a storage operation as it begins."""
@@ -207,6 +226,7 @@ class BreakerCore:
             extra.tally = None
             self._filed = self._succeeded
         self._record = record
+        self._fast = None
         self._read_at = now
         extra.adopted_at = extra.ops
         self._notice(now)
@@ -218,6 +238,7 @@ class BreakerCore:
         rebased = machine.rebase(record, self._config, now)
         if rebased is not record:
             self._record = rebased
+            self._fast = None
         return rebased
 
     def _adopt_own(self, record: BreakerRecord, now: float) -> None:
@@ -226,6 +247,7 @@ class BreakerCore:
             self._adopt(record, now, 0, force=True)
             return
         self._record = record
+        self._fast = None
         self._read_at = now
 
     def _notice(self, now: float) -> None:

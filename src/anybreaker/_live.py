@@ -81,8 +81,8 @@ class LiveWindow:
             self.window.add(self.start, _FAILURE, count=self.run)
             self.run = 0
 
-    def store(self, records: dict[str, BreakerRecord], name: str) -> BreakerRecord:
-        """Write the counts into ``records`` as the next version of ``record`` (with ``_LOCK``).
+    def store(self, storage: MemoryStorage, name: str) -> BreakerRecord:
+        """Store the counts in ``storage`` as the next version of ``record`` (with ``_LOCK``).
 
         Also called by the MemoryStorage before it answers ``get()`` or a
         compare-and-set, so that no count is missing from what they see, or
@@ -92,7 +92,8 @@ class LiveWindow:
             self.settle()
             window_size = self.config.window_size
             self.window.prune(window_size, self.start)
-            self.record = records[name] = machine.counted(self.record, window_size, self.window)
+            self.record = machine.counted(self.record, window_size, self.window)
+            storage._put(name, self.record)
             self.written = True
         return self.record
 
@@ -234,7 +235,7 @@ class LiveCounting(StorageAccess):
         if live.written:
             return
         live.window.prune(live.config.window_size, now)
-        new = live.store(storage._records, self._name)
+        new = live.store(storage, self._name)
         if self._record.version + 1 == new.version:
             self._adopt_own(new, now)
 
@@ -242,6 +243,6 @@ class LiveCounting(StorageAccess):
         """Store a state change decided on the live window, which it ends (with ``_LOCK``)."""
         storage = self._storage
         assert isinstance(storage, MemoryStorage)
-        storage._records[self._name] = new
+        storage._put(self._name, new)
         del storage._live[self._name]
         self._adopt_own(new, now)

@@ -310,12 +310,12 @@ class _Meters:
                 counts = self._counts[breaker.name] = _CallCounts()
             current = breaker._meter
             if current is None:
-                breaker._meter = counts
+                breaker._instrument(counts)
             elif current is not counts and not (
                 isinstance(current, _Both) and counts in current.meters
             ):
                 others = current.meters if isinstance(current, _Both) else (current,)
-                breaker._meter = _Both((*others, counts))
+                breaker._instrument(_Both((*others, counts)))
             self._breakers.add(breaker)
         breaker.add_listener(self.changed)
 

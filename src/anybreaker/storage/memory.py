@@ -8,11 +8,24 @@ from typing import Any
 from ._base import StorageBase
 from ._protocol import INITIAL_RECORD, BreakerRecord, check_new_version
 
-__all__ = ["MemoryStorage"]
+__all__ = ["MemoryStorage", "RecordCell"]
 
 # One lock for every MemoryStorage: it is held for a dict operation only, and
 # a lock per storage would double the size of the breakers that own one each.
 _LOCK = threading.Lock()
+
+
+class RecordCell:
+    """What is stored under one name, kept up to date by the storage.
+
+    A breaker holds its name's cell and checks that its cached record is
+    still the stored one with one identity test (``INITIAL_RECORD``: none).
+    """
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: BreakerRecord) -> None:
+        self.record = record
 
 
 class MemoryStorage(StorageBase):
@@ -23,12 +36,14 @@ class MemoryStorage(StorageBase):
     other's writes at once (``staleness`` is 0).
     """
 
-    __slots__ = ("_live", "_records")
+    __slots__ = ("_cells", "_live", "_records")
 
     staleness = 0.0
 
     def __init__(self) -> None:
         self._records: dict[str, BreakerRecord] = {}
+        self._cells: dict[str, RecordCell] = {}
+        """The cells handed to breakers (``_cell()``); every write goes through ``_put()``."""
         self._closed = False
         # What the breakers of this process keep beside a record (their
         # shared window, see anybreaker._live): written into the record
@@ -65,7 +80,7 @@ class MemoryStorage(StorageBase):
             current = self._settled(name)
             if (None if current is None else current.version) != expected_version:
                 return False, current
-            self._records[name] = record
+            self._put(name, record)
             self._live.pop(name, None)
             return True, None
 
@@ -73,8 +88,26 @@ class MemoryStorage(StorageBase):
         """The record of ``name``, with what its breakers counted in place (with ``_LOCK``)."""
         live = self._live.get(name)
         if live is not None:
-            live.store(self._records, name)
+            live.store(self, name)
         return self._records.get(name)
+
+    def _cell(self, name: str) -> RecordCell:
+        """The cell of ``name``, for a breaker of that name."""
+        with _LOCK:
+            cell = self._cells.get(name)
+            if cell is None:
+                cell = self._cells[name] = RecordCell(self._records.get(name, INITIAL_RECORD))
+            return cell
+
+    def _put(self, name: str, record: BreakerRecord | None) -> None:
+        """Store ``record`` under ``name`` (``None``: remove it), with ``_LOCK``."""
+        if record is None:
+            self._records.pop(name, None)
+        else:
+            self._records[name] = record
+        cell = self._cells.get(name)
+        if cell is not None:
+            cell.record = INITIAL_RECORD if record is None else record
 
     def _replace(self, name: str, current: BreakerRecord, record: BreakerRecord) -> bool:
         """Store ``record`` if ``current`` is what is stored (for the in-process breaker)."""
@@ -83,7 +116,7 @@ class MemoryStorage(StorageBase):
         with _LOCK:
             if self._records.get(name, INITIAL_RECORD) is not current:
                 return False
-            self._records[name] = record
+            self._put(name, record)
             self._live.pop(name, None)
             return True
 
@@ -91,7 +124,7 @@ class MemoryStorage(StorageBase):
         """Remove the record stored under ``name``, if any."""
         self._check_open()
         with _LOCK:
-            self._records.pop(name, None)
+            self._put(name, None)
             self._live.pop(name, None)
 
     async def names(self) -> list[str]:
