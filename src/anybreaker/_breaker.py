@@ -40,9 +40,9 @@ _ELSEWHERE: Final = RecordCell(INITIAL_RECORD)
 """The cell of breakers on other storages: never holds their ``_fast``, which stays ``None``."""
 _CONTENDED_RETRY: Final = 0.001
 _STALE: Final = -1
+"""The generation of a call whose outcome counts only in this object's stats."""
 _FAILING_TYPES: Final = 32
 """At most this many exception types are known as failures counted in place."""
-"""The generation of a call whose outcome counts only in this object's stats."""
 
 # Shared by every breaker made without settings: configs are immutable.
 _DEFAULT_CONFIG: Final = CircuitBreakerConfig()
