@@ -22,12 +22,12 @@ policy decides, without touching the storage:
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import anyio
 
 from . import _machine as machine
-from ._core import BreakerCore, Extra, logger
+from ._core import UNREAD, BreakerCore, Extra, logger
 from ._errors import StorageError
 from ._machine import Tally
 from ._state import WindowStats
@@ -87,6 +87,9 @@ class StorageAccess(BreakerCore):
 
     async def _read(self, now: float) -> BreakerRecord:
         """Read the stored record (or, in an outage, the local one) and adopt it."""
+        if self._cell is UNREAD:
+            # From now on, the cell tells whether the record read is still stored.
+            self._cell = cast(MemoryStorage, self._storage)._cell(self._name)
         begun = self._begin()
         record = await self._operate(now, "get")
         return self._adopt(record or _NO_RECORD, now, begun)
@@ -106,7 +109,7 @@ class StorageAccess(BreakerCore):
         if reading is not None and now - reading.began < self._staleness:
             await reading.done.wait()
             return reading.record or await self._read(now)
-        if self._local is not None:  # a MemoryStorage read never waits
+        if self._cell is not None:  # a MemoryStorage read never waits
             return await self._read(now)
         reading = extra.reading = Reading(now)
         try:
@@ -161,7 +164,7 @@ class StorageAccess(BreakerCore):
 
     async def _call(self, method: str, *args: Any) -> Any:
         operation = getattr(self._storage, method)
-        if self._local is not None:  # a MemoryStorage answers at once, never slowly
+        if self._cell is not None:  # a MemoryStorage answers at once, never slowly
             return await operation(self._name, *args)
         with anyio.fail_after(self._config.storage_timeout):
             return await operation(self._name, *args)

@@ -19,13 +19,13 @@ import anyio
 from . import _machine as machine
 from ._access import Refused
 from ._config import CircuitBreakerConfig, check_settings
-from ._core import CallListener, CallMeter, Extra, Listener
+from ._core import UNREAD, CallListener, CallMeter, Extra, Listener
 from ._errors import CircuitBreakerOpenError, RetryAfter, StorageError
 from ._machine import Admission, Outcome
 from ._recording import Change, OutcomeRecorder
 from ._state import CallEvent, CircuitState, CircuitStats
 from .storage._protocol import INITIAL_RECORD, BreakerRecord, Storage
-from .storage.memory import MemoryStorage, RecordCell
+from .storage.memory import MemoryStorage
 
 __all__ = ["NEW_BREAKER_HOOKS", "CircuitBreaker", "Listener"]
 
@@ -36,9 +36,9 @@ _CLOSED: Final = CircuitState.CLOSED
 _OPEN: Final = CircuitState.OPEN
 _FAILURE: Final = Outcome.FAILURE
 _HALF_OPEN: Final = CircuitState.HALF_OPEN
-_ELSEWHERE: Final = RecordCell(INITIAL_RECORD)
-"""The cell of breakers on other storages: never holds their ``_fast``, which stays ``None``."""
 _CONTENDED_RETRY: Final = 0.001
+_LONG_AGO: Final = -math.inf
+"""One object for every breaker's times not yet set: ``-math.inf`` makes a float each time."""
 _STALE: Final = -1
 """The generation of a call whose outcome counts only in this object's stats."""
 _FAILING_TYPES: Final = 32
@@ -151,22 +151,17 @@ class CircuitBreaker(OutcomeRecorder):
         self._storage = storage
         self._clock = clock or time.time
         self._staleness = float(staleness)
-        if type(storage) is MemoryStorage:
-            self._local = storage._records
-            self._cell = storage._cell(name)
-        else:
-            self._local = None
-            self._cell = _ELSEWHERE
+        self._cell = UNREAD if type(storage) is MemoryStorage else None
         self._record = INITIAL_RECORD
         self._fast = None
-        self._read_at = -math.inf
+        self._read_at = _LONG_AGO
         self._seen = _CLOSED
         self._untagged = 0
         self._per_call = False
         self._succeeded = self._rejected = 0
         self._filed = 0
         self._unsent_start = math.inf
-        self._unsent_until = -math.inf
+        self._unsent_until = _LONG_AGO
         self._extra: Extra | None = None
         self._meter: CallMeter | None = None
         self._started: float | None = None
@@ -276,13 +271,14 @@ class CircuitBreaker(OutcomeRecorder):
         # slow-call rule) always carry one; an instrumented breaker times its
         # untagged calls without one (``_start_timing``). On a MemoryStorage,
         # ``_fast`` makes all of that one identity test.
-        if self._cell.record is self._fast:
+        cell = self._cell
+        if cell is not None and cell.record is self._fast:
             self._untagged += 1
             return self
         record = self._record
         if (
-            self._cell.record is record  # _fresh(), written out: this is the hot path
-            if self._local is not None
+            cell.record is record  # _fresh(), written out: this is the hot path
+            if cell is not None
             else self._read_at <= self._clock() < self._read_at + self._staleness
         ):
             if record.state is _CLOSED:
@@ -292,7 +288,7 @@ class CircuitBreaker(OutcomeRecorder):
                             self._started = self._clock()  # _start_timing(), written out
                         else:
                             self._start_timing()
-                    elif self._local is not None:
+                    elif cell is not None:
                         self._fast = record
                     self._untagged += 1
                     return self
@@ -365,7 +361,7 @@ class CircuitBreaker(OutcomeRecorder):
                 extra is not None
                 and type(exc) in extra.failing_types
                 and self._meter is None
-                and self._local is not None
+                and self._cell is not None
                 and not extra.tally
                 and not extra.call_listeners
                 and self._fail_in_place(self._clock())
@@ -419,7 +415,7 @@ class CircuitBreaker(OutcomeRecorder):
         outcome = self._classify(exc)
         if (
             outcome is _FAILURE
-            and self._local is not None
+            and self._cell is not None
             and started is None
             and not isinstance(exc, RetryAfter)
             and self._config.is_failure is None
@@ -479,7 +475,8 @@ class CircuitBreaker(OutcomeRecorder):
         ``TypeError`` and counts as neither a success nor a failure.
         """
         record = self._record
-        if self._cell.record is self._fast or (
+        cell = self._cell
+        if (cell is not None and cell.record is self._fast) or (
             record.state is _CLOSED and not self._per_call and self._fresh()
         ):
             generation, token = record.generation, None
@@ -673,7 +670,7 @@ class CircuitBreaker(OutcomeRecorder):
     # -- admission: the read path ------------------------------------------
 
     def _fresh(self) -> bool:
-        if self._local is not None:
+        if self._cell is not None:
             return self._cell.record is self._record
         return self._read_at <= self._clock() < self._read_at + self._staleness
 

@@ -27,7 +27,7 @@ from .storage.memory import RecordCell
 if TYPE_CHECKING:
     from ._access import Outage, Reading
 
-__all__ = ["BreakerCore", "CallListener", "CallMeter", "Extra", "Listener", "logger"]
+__all__ = ["UNREAD", "BreakerCore", "CallListener", "CallMeter", "Extra", "Listener", "logger"]
 
 logger: Final = logging.getLogger("anybreaker")
 
@@ -37,6 +37,9 @@ CallListener = Callable[[CallEvent], object]
 _CLOSED: Final = CircuitState.CLOSED
 _OPEN: Final = CircuitState.OPEN
 _HALF_OPEN: Final = CircuitState.HALF_OPEN
+
+UNREAD: Final = RecordCell(BreakerRecord())
+"""The cell of a breaker on a MemoryStorage until its first read: it holds no record adopted."""
 
 
 class CallMeter(Protocol):
@@ -126,7 +129,6 @@ class BreakerCore:
         "_extra",
         "_fast",
         "_filed",
-        "_local",
         "_meter",
         "_name",
         "_per_call",
@@ -148,10 +150,10 @@ class BreakerCore:
     _storage: Storage
     _clock: Callable[[], float]
     _staleness: float
-    _local: dict[str, BreakerRecord] | None
-    """A MemoryStorage's dict, read directly."""
-    _cell: RecordCell
-    """On a MemoryStorage, what is stored under the name: the cheapest freshness check."""
+    _cell: RecordCell | None
+    """On a MemoryStorage, what is stored under the name (the cheapest freshness check
+    there is), from the first read on (``UNREAD`` before it); ``None`` on other storages.
+    """
     _record: BreakerRecord
     """The last record adopted, rebased to this process's clock."""
     _fast: BreakerRecord | None

@@ -119,7 +119,7 @@ class OutcomeRecorder(LiveCounting):
                 else:
                     await self._success_slowly(now)
             elif not (
-                self._local is not None
+                self._cell is not None
                 and not extra.tally
                 and self._count_in_place(outcome, now, slow)
             ):
@@ -194,7 +194,7 @@ class OutcomeRecorder(LiveCounting):
         if extra is not None or self._succeeded != self._filed:
             extra = self._more()
             in_place = (
-                self._local is not None
+                self._cell is not None
                 and not extra.tally
                 and self._count_in_place(Outcome.SUCCESS, now)
             )
@@ -239,7 +239,7 @@ class OutcomeRecorder(LiveCounting):
         and counts taken are not lost half-way.
         """
         extra = self._more()
-        if self._local is not None and extra.outage is None:
+        if self._cell is not None and extra.outage is None:
             return self._store_local(change, with_tally)
         if extra.lock is None:
             extra.lock = anyio.Lock(fast_acquire=True)
@@ -295,8 +295,6 @@ class OutcomeRecorder(LiveCounting):
 
         Only another thread's event loop may write in between; then it tries again.
         """
-        records = self._local
-        assert records is not None
         now = self._clock()
         self._flush_in_place(now)
         tally: Tally | None = None
@@ -306,7 +304,7 @@ class OutcomeRecorder(LiveCounting):
         storage = self._storage
         assert isinstance(storage, MemoryStorage)
         while True:
-            stored = records.get(self._name, INITIAL_RECORD)
+            stored = storage._records.get(self._name, INITIAL_RECORD)
             if stored is not self._record and stored.version != self._record.version:
                 self._adopt(stored, now, 0, force=True)
             new = change(self._record, now, tally)

@@ -42,7 +42,7 @@ class MemoryStorage(StorageBase):
 
     def __init__(self) -> None:
         self._records: dict[str, BreakerRecord] = {}
-        self._cells: dict[str, RecordCell] = {}
+        self._cells: dict[str, RecordCell] | None = None
         """The cells handed to breakers (``_cell()``); every write goes through ``_put()``."""
         self._closed = False
         # What the breakers of this process keep beside a record (their
@@ -94,9 +94,12 @@ class MemoryStorage(StorageBase):
     def _cell(self, name: str) -> RecordCell:
         """The cell of ``name``, for a breaker of that name."""
         with _LOCK:
-            cell = self._cells.get(name)
+            cells = self._cells
+            if cells is None:
+                cells = self._cells = {}
+            cell = cells.get(name)
             if cell is None:
-                cell = self._cells[name] = RecordCell(self._records.get(name, INITIAL_RECORD))
+                cell = cells[name] = RecordCell(self._records.get(name, INITIAL_RECORD))
             return cell
 
     def _put(self, name: str, record: BreakerRecord | None) -> None:
@@ -105,7 +108,7 @@ class MemoryStorage(StorageBase):
             self._records.pop(name, None)
         else:
             self._records[name] = record
-        cell = self._cells.get(name)
+        cell = None if self._cells is None else self._cells.get(name)
         if cell is not None:
             cell.record = INITIAL_RECORD if record is None else record
 
@@ -114,7 +117,9 @@ class MemoryStorage(StorageBase):
         if self._closed:
             self._check_open()
         with _LOCK:
-            if self._records.get(name, INITIAL_RECORD) is not current:
+            # What the breakers counted in place is stored first: if there is
+            # any, ``current`` is no longer the stored record.
+            if (self._settled(name) or INITIAL_RECORD) is not current:
                 return False
             self._put(name, record)
             self._live.pop(name, None)
