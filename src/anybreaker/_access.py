@@ -22,7 +22,7 @@ policy decides, without touching the storage:
 
 from __future__ import annotations
 
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import anyio
 
@@ -88,8 +88,7 @@ class StorageAccess(BreakerCore):
     async def _read(self, now: float) -> BreakerRecord:
         """Read the stored record (or, in an outage, the local one) and adopt it."""
         if self._cell is UNREAD:
-            # From now on, the cell tells whether the record read is still stored.
-            self._cell = cast(MemoryStorage, self._storage)._cell(self._name)
+            self._take_cell()  # from now on, it tells whether the record read is still stored
         begun = self._begin()
         record = await self._operate(now, "get")
         return self._adopt(record or _NO_RECORD, now, begun)

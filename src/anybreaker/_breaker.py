@@ -275,6 +275,8 @@ class CircuitBreaker(OutcomeRecorder):
         if cell is not None and cell.record is self._fast:
             self._untagged += 1
             return self
+        if cell is UNREAD:
+            cell = self._take_cell()
         record = self._record
         if (
             cell.record is record  # _fresh(), written out: this is the hot path
@@ -670,8 +672,11 @@ class CircuitBreaker(OutcomeRecorder):
     # -- admission: the read path ------------------------------------------
 
     def _fresh(self) -> bool:
-        if self._cell is not None:
-            return self._cell.record is self._record
+        cell = self._cell
+        if cell is not None:
+            if cell is UNREAD:
+                cell = self._take_cell()
+            return cell.record is self._record
         return self._read_at <= self._clock() < self._read_at + self._staleness
 
     async def _admit(self) -> tuple[int, str | None]:

@@ -13,7 +13,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import anyio
 
@@ -22,7 +22,7 @@ from ._config import CircuitBreakerConfig
 from ._machine import Outcome, Tally
 from ._state import CallEvent, CircuitState, StateChange
 from .storage._protocol import BreakerRecord, Storage
-from .storage.memory import RecordCell
+from .storage.memory import MemoryStorage, RecordCell
 
 if TYPE_CHECKING:
     from ._access import Outage, Reading
@@ -152,7 +152,7 @@ class BreakerCore:
     _staleness: float
     _cell: RecordCell | None
     """On a MemoryStorage, what is stored under the name (the cheapest freshness check
-    there is), from the first read on (``UNREAD`` before it); ``None`` on other storages.
+    there is), once taken (``UNREAD`` before: idle breakers hold none); ``None`` elsewhere.
     """
     _record: BreakerRecord
     """The last record adopted, rebased to this process's clock."""
@@ -188,6 +188,11 @@ class BreakerCore:
         if extra is None:
             extra = self._extra = Extra()
         return extra
+
+    def _take_cell(self) -> RecordCell:
+        """Take this name's cell from the MemoryStorage (``_cell`` was ``UNREAD``)."""
+        cell = self._cell = cast(MemoryStorage, self._storage)._cell(self._name)
+        return cell
 
     def _instrument(self, meter: CallMeter) -> None:
         """Count and time every call from now on in ``meter`` (``anybreaker.otel``)."""
