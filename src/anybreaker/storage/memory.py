@@ -8,7 +8,7 @@ from typing import Any
 from ._base import StorageBase
 from ._protocol import INITIAL_RECORD, BreakerRecord, check_new_version
 
-__all__ = ["MemoryStorage", "RecordCell"]
+__all__ = ["MemoryStorage"]
 
 # One lock for every MemoryStorage: it is held for a dict operation only, and
 # a lock per storage would double the size of the breakers that own one each.
