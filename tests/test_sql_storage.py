@@ -1071,6 +1071,43 @@ async def test_postgres_lock_timeout_bounds_the_wait_for_a_locked_table(
 
 
 @pytest.mark.server
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+async def test_postgres_row_locked_past_a_statement_wait_is_waited_out(
+    postgres_schema: str, driver: str, anyio_backend: str
+) -> None:
+    """A row locked for 1.2 s by another transaction delays a write past one statement's wait."""
+    if driver == "asyncpg":
+        pytest.importorskip("asyncpg", reason="needs anybreaker[asyncpg]")
+        if anyio_backend == "trio":
+            pytest.skip("asyncpg needs asyncio")
+    url = postgres_url(driver)
+    async with sql.SQLAlchemyStorage(url, schema=postgres_schema) as storage:
+        assert await storage.compare_and_set("a", None, record(1))
+        engine = sa.create_engine(postgres_url("psycopg"))
+        try:
+            with engine.connect() as connection:
+                transaction = connection.begin()
+                connection.execute(
+                    sa.text(f"SELECT * FROM {postgres_schema}.{TABLE} WHERE name = 'a' FOR UPDATE")
+                )
+
+                async def release_later() -> None:
+                    # Longer than a statement's lock_timeout (1 s), within the 2 s wait.
+                    await anyio.sleep(1.2)
+                    await anyio.to_thread.run_sync(transaction.commit)
+
+                async with anyio.create_task_group() as group:
+                    group.start_soon(release_later)
+                    started = time.monotonic()
+                    with anyio.fail_after(5):
+                        assert await storage.compare_and_set("a", 1, record(2))
+                    assert time.monotonic() - started >= 1.0
+        finally:
+            engine.dispose()
+        assert await storage.get("a") == record(2)
+
+
+@pytest.mark.server
 async def test_postgres_plain_url_uses_psycopg(postgres_schema: str) -> None:
     """A postgresql:// URL without a driver runs on psycopg 3, the driver of the extra."""
     url = postgres_url("psycopg").replace("postgresql+psycopg://", "postgresql://")

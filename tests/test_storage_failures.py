@@ -378,6 +378,38 @@ async def test_a_lock_released_within_lock_timeout_is_waited_out(tmp_path: Path)
         assert await storage.get(NAME) == BreakerRecord(version=2)
 
 
+async def test_a_lock_held_past_a_second_is_waited_out_within_storage_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A busy database is not a failing one: a failure waits for a 1.2 s lock, no outage."""
+    path = tmp_path / "breakers.db"
+    async with sql.SQLiteStorage(path, staleness=0) as storage:
+        breaker = CircuitBreaker(NAME, storage=storage, failure_threshold=10)
+        with pytest.raises(Boom):
+            async with breaker:
+                raise Boom
+        holder = hold_lock(path, "IMMEDIATE")
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def release_later() -> None:
+                    await anyio.sleep(1.2)  # longer than a second, within storage_timeout (2 s)
+                    await anyio.to_thread.run_sync(release, holder)
+
+                group.start_soon(release_later)
+                started = time.monotonic()
+                with pytest.raises(Boom):
+                    async with breaker:
+                        raise Boom
+                assert time.monotonic() - started >= 1.0
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+                holder.communicate(timeout=WAIT)
+        assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+        assert (await breaker.get_window_stats()).failures == 2
+
+
 def release(holder: subprocess.Popen[str]) -> None:
     """Tell a lock holder to let go, and wait for it to end."""
     holder.communicate("release\n", timeout=WAIT)

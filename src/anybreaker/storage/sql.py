@@ -90,6 +90,14 @@ _MAX_VERSION: Final = 2**63 - 1
 # each followed by a short random pause (doubling from 0.5 ms up to 5 ms)
 # and a fresh attempt, share the lock far more fairly between processes.
 _BUSY_TIMEOUT: Final = 0.005
+# Without ``lock_timeout`` and without a caller's deadline, an operation
+# waits out locks this long (a breaker's default ``storage_timeout``); on
+# PostgreSQL each statement waits at most ``_STATEMENT_LOCK_WAIT`` before
+# it is tried again.
+_LOCK_WAIT: Final = 2.0
+_STATEMENT_LOCK_WAIT: Final = 1.0
+# PostgreSQL's lock_not_available: a statement waited out the session's lock_timeout.
+_LOCK_NOT_AVAILABLE: Final = "55P03"
 _FIRST_PAUSE: Final = 0.0005
 _MAX_PAUSE: Final = 0.005
 # Connections an engine the storage makes keeps, and may add under load: a
@@ -137,7 +145,7 @@ class SQLAlchemyStorage(StorageBase):
     """Keep breaker records in a table of a SQLite or PostgreSQL database.
 
     ``SQLAlchemyStorage(url_or_engine, *, table="anybreaker_breakers",
-    schema=None, staleness=0.1, lock_timeout=1.0, journal_mode=None)``
+    schema=None, staleness=0.1, lock_timeout=None, journal_mode=None)``
 
     ``url_or_engine`` is a database URL (``sqlite:///path``,
     ``postgresql+psycopg://...``), a SQLAlchemy ``Engine``, or an
@@ -161,12 +169,16 @@ class SQLAlchemyStorage(StorageBase):
     reading it again (0: read on every call). Writes always compare-and-set
     against the database.
 
-    ``lock_timeout`` is how long one operation waits for a lock held by
-    another connection before it fails with ``StorageError``: on SQLite, in
-    short busy waits retried with jitter; on PostgreSQL, as the session's
-    ``lock_timeout``. A given engine's connections keep their own wait for
-    each attempt (sqlite3's busy timeout defaults to 5 s; PostgreSQL waits
-    without end unless told otherwise).
+    A lock held by another connection is contention, not a failure: an
+    operation waits it out (on SQLite in short busy waits retried with
+    jitter, on PostgreSQL in statements that each wait up to the session's
+    ``lock_timeout``, 1 s by default, and are tried again) until the
+    caller's deadline, a breaker's ``storage_timeout``, and only then fails
+    with ``StorageError``. ``lock_timeout`` (seconds) bounds that wait
+    further; without a caller's deadline an operation waits 2 s unless
+    ``lock_timeout`` says otherwise. A given engine's connections keep their
+    own wait for each attempt (sqlite3's busy timeout defaults to 5 s;
+    PostgreSQL waits without end unless told otherwise).
 
     SQLite only: ``journal_mode`` ("wal", "delete", "truncate", "persist")
     sets the database's journal mode, on the first write. Without it the
@@ -181,11 +193,15 @@ class SQLAlchemyStorage(StorageBase):
         table: str = DEFAULT_TABLE,
         schema: str | None = None,
         staleness: float = 0.1,
-        lock_timeout: float = 1.0,
+        lock_timeout: float | None = None,
         journal_mode: str | None = None,
     ) -> None:
         self.staleness = _seconds("staleness", staleness, allow_zero=True)
-        self._lock_timeout = _seconds("lock_timeout", lock_timeout, allow_zero=False)
+        self._lock_timeout = (
+            None
+            if lock_timeout is None
+            else _seconds("lock_timeout", lock_timeout, allow_zero=False)
+        )
         _identifier("table", table)
         if schema is not None:
             _identifier("schema", schema)
@@ -252,7 +268,7 @@ class SQLAlchemyStorage(StorageBase):
         if self._owns_engine and self._sqlite:
             sa.event.listen(sync_engine, "connect", _configure_sqlite_connection)
         elif self._owns_engine:
-            milliseconds = max(1, round(self._lock_timeout * 1000))
+            milliseconds = max(1, round((self._lock_timeout or _STATEMENT_LOCK_WAIT) * 1000))
 
             def configure(dbapi_connection: Any, connection_record: Any) -> None:
                 _configure_postgresql_connection(dbapi_connection, milliseconds)
@@ -381,31 +397,47 @@ class SQLAlchemyStorage(StorageBase):
         self._check_open()
         if self._limiter is None and self._limit is not None:
             self._limiter = anyio.CapacityLimiter(self._limit)
+        deadline = self._lock_deadline()
         if self._async_engine is not None:
             _require_asyncio()
             if self._limiter is None:
-                return await self._run_async(operation, args, absent)
+                return await self._run_async(operation, args, absent, deadline)
             async with self._limiter:
-                return await self._run_async(operation, args, absent)
+                return await self._run_async(operation, args, absent, deadline)
         # A timed-out caller (the breaker's ``storage_timeout``) is not held
         # up by a worker thread that is still waiting on a lock; the thread
-        # ends on its own within ``lock_timeout``.
+        # ends on its own by ``deadline``.
         return await anyio.to_thread.run_sync(
             self._run_in_thread,
             operation,
             args,
             absent,
+            deadline,
             abandon_on_cancel=True,
             limiter=self._limiter,
         )
+
+    def _lock_deadline(self) -> float:
+        """When (``time.monotonic()``) the operation starting now stops waiting out locks.
+
+        Waiting for a lock held by another connection is contention, not a
+        failure: it goes on for ``lock_timeout`` if set, and never beyond
+        the caller's deadline (a breaker's ``storage_timeout``); with
+        neither, for ``_LOCK_WAIT`` seconds.
+        """
+        remaining = anyio.current_effective_deadline() - anyio.current_time()
+        limit = self._lock_timeout
+        if limit is None:
+            limit = _LOCK_WAIT if remaining == math.inf else remaining
+        return time.monotonic() + max(0.0, min(limit, remaining))
 
     def _run_in_thread(
         self,
         operation: Callable[..., T],
         args: tuple[Any, ...],
         absent: Callable[[], T] | None,
+        deadline: float,
     ) -> T:
-        deadline = time.monotonic() + self._lock_timeout
         attempt = 0
         while True:
             try:
@@ -491,9 +523,9 @@ class SQLAlchemyStorage(StorageBase):
         operation: Callable[..., T],
         args: tuple[Any, ...],
         absent: Callable[[], T] | None,
+        deadline: float,
     ) -> T:
         assert self._async_engine is not None
-        deadline = time.monotonic() + self._lock_timeout
         attempt = 0
         while True:
             try:
@@ -569,9 +601,14 @@ class SQLAlchemyStorage(StorageBase):
         message = str(driver).strip().partition("\n")[0] or "no message"
         what = _ACTIONS[operation.__name__].format(*(repr(arg) for arg in args[:1]))
         if _is_locked(error):
+            bound = (
+                "the time the caller allowed"
+                if self._lock_timeout is None
+                else f"lock_timeout={self._lock_timeout} s"
+            )
             return StorageError(
                 f"{what} {self._where} failed: the database stayed locked by another "
-                f"connection for more than lock_timeout={self._lock_timeout} s ({message})"
+                f"connection for longer than {bound} ({message})"
             )
         if _is_not_a_database(error):
             return StorageError(
@@ -732,7 +769,7 @@ class SQLiteStorage(SQLAlchemyStorage):
     """Keep breaker records in a SQLite database file, shared by the processes of a host.
 
     ``SQLiteStorage(path, *, table="anybreaker_breakers", staleness=0.1,
-    lock_timeout=1.0, journal_mode=None)``: ``SQLAlchemyStorage`` on
+    lock_timeout=None, journal_mode=None)``: ``SQLAlchemyStorage`` on
     ``sqlite:///path`` (``":memory:"`` for a database private to this
     storage). A file the storage creates is set to WAL, which lets readers
     and one writer work at once; a file that already exists keeps its
@@ -749,7 +786,7 @@ class SQLiteStorage(SQLAlchemyStorage):
         *,
         table: str = DEFAULT_TABLE,
         staleness: float = 0.1,
-        lock_timeout: float = 1.0,
+        lock_timeout: float | None = None,
         journal_mode: str | None = None,
     ) -> None:
         if not isinstance(path, str | os.PathLike):
@@ -1219,9 +1256,10 @@ def _disconnected(error: BaseException) -> bool:
 
 
 def _is_locked(error: BaseException) -> bool:
+    """Whether ``error`` says a lock held by another connection was not released in time."""
     cause = error.orig if isinstance(error, DBAPIError) else error
     if not isinstance(cause, sqlite3.Error):
-        return False
+        return getattr(cause, "sqlstate", None) == _LOCK_NOT_AVAILABLE
     code = getattr(cause, "sqlite_errorcode", None)
     if code is not None:
         return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
