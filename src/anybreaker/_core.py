@@ -39,7 +39,7 @@ _OPEN: Final = CircuitState.OPEN
 _HALF_OPEN: Final = CircuitState.HALF_OPEN
 
 UNREAD: Final = RecordCell(BreakerRecord())
-"""The cell of a breaker on a MemoryStorage until its first read: it holds no record adopted."""
+"""A MemoryStorage breaker's cell until it takes its own: it holds no record ever adopted."""
 
 
 class CallMeter(Protocol):
