@@ -69,6 +69,11 @@ class HTTPTestServer:
         """``METHOD /path`` of every request received, in order."""
         return list(self._server.received)
 
+    @property
+    def arrivals(self) -> list[float]:
+        """When (``time.time()``) each request of ``requests`` arrived."""
+        return list(self._server.arrived)
+
     def answer(self, reply: Reply, prefix: str = "/", *, model: str | None = None) -> None:
         """Answer requests whose path starts with ``prefix`` (the longest wins) with ``reply``.
 
@@ -93,6 +98,7 @@ class _Server(ThreadingHTTPServer):
         self.replies: dict[str, Reply] = {"/": Reply()}
         self.models: dict[str, Reply] = {}
         self.received: list[str] = []
+        self.arrived: list[float] = []
         self.released = threading.Event()
 
     def reply_for(self, path: str, body: bytes) -> Reply:
@@ -123,6 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        self.server.arrived.append(time.time())
         self.server.received.append(f"{self.command} {self.path}")
         reply = self.server.reply_for(self.path, body)
         if reply.hang:

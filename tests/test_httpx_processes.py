@@ -92,7 +92,8 @@ def test_a_retry_after_seen_by_one_process_keeps_the_other_away(
 
             # Wait as a caller would: for the time the refusal named, and no longer.
             time.sleep(max(0.0, refused["at"] + refused["retry_in"] - time.time() + 0.05))
-            admitted = send(second)
-            assert admitted["status"] == 200
-            assert admitted["at"] - limited["at"] >= 1.9
+            assert send(second)["status"] == 200
         assert server.requests == ["GET /v1/models", "GET /v1/models"]
+        # The opening began after the 429 left the server, and lasted 2 s.
+        first_sent, next_sent = server.arrivals
+        assert next_sent - first_sent >= 2.0
