@@ -1040,17 +1040,22 @@ async def test_postgres_storages_starting_together_create_the_tables_once(
             await storage.aclose()
 
 
+def driver_url(driver: str, anyio_backend: str) -> str:
+    """The test database's URL through ``driver``; skip where the driver cannot run."""
+    if driver == "asyncpg":
+        pytest.importorskip("asyncpg", reason="needs anybreaker[asyncpg]")
+        if anyio_backend == "trio":
+            pytest.skip("asyncpg needs asyncio")
+    return postgres_url(driver)
+
+
 @pytest.mark.server
 @pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
 async def test_postgres_lock_timeout_bounds_the_wait_for_a_locked_table(
     postgres_schema: str, driver: str, anyio_backend: str
 ) -> None:
     """A table locked by another connection fails an operation after lock_timeout, not later."""
-    if driver == "asyncpg":
-        pytest.importorskip("asyncpg", reason="needs anybreaker[asyncpg]")
-        if anyio_backend == "trio":
-            pytest.skip("asyncpg needs asyncio")
-    url = postgres_url(driver)
+    url = driver_url(driver, anyio_backend)
     async with sql.SQLAlchemyStorage(url, schema=postgres_schema, lock_timeout=0.2) as storage:
         assert await storage.compare_and_set("a", None, record(1))
         # Not in autocommit mode: the lock lasts until the transaction ends.
@@ -1076,11 +1081,7 @@ async def test_postgres_row_locked_past_a_statement_wait_is_waited_out(
     postgres_schema: str, driver: str, anyio_backend: str
 ) -> None:
     """A row locked for 1.2 s by another transaction delays a write past one statement's wait."""
-    if driver == "asyncpg":
-        pytest.importorskip("asyncpg", reason="needs anybreaker[asyncpg]")
-        if anyio_backend == "trio":
-            pytest.skip("asyncpg needs asyncio")
-    url = postgres_url(driver)
+    url = driver_url(driver, anyio_backend)
     async with sql.SQLAlchemyStorage(url, schema=postgres_schema) as storage:
         assert await storage.compare_and_set("a", None, record(1))
         engine = sa.create_engine(postgres_url("psycopg"))
