@@ -27,7 +27,7 @@ from typing import Any, Final
 import anyio
 
 from . import _machine as machine
-from ._core import UNREAD, BreakerCore, Extra, logger
+from ._core import BreakerCore, Extra, logger
 from ._errors import StorageError
 from ._machine import Tally
 from ._state import WindowStats
@@ -87,8 +87,6 @@ class StorageAccess(BreakerCore):
 
     async def _read(self, now: float) -> BreakerRecord:
         """Read the stored record (or, in an outage, the local one) and adopt it."""
-        if self._cell is UNREAD:
-            self._take_cell()  # from now on, it tells whether the record read is still stored
         begun = self._begin()
         record = await self._operate(now, "get")
         return self._adopt(record or _NO_RECORD, now, begun)
