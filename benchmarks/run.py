@@ -41,7 +41,7 @@ PARTS = (
 )
 
 FULL = {
-    "rounds": 15,
+    "rounds": 25,
     "n_closed": 20_000,
     "n_rejected": 10_000,
     "n_failures": 4_000,
