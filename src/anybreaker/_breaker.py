@@ -317,6 +317,16 @@ class CircuitBreaker(OutcomeRecorder):
                 self._start_timing()
             self._untagged += 1
             return self
+        self._issue_ticket(generation, token)
+        return self
+
+    # The ticketed paths live in helpers of their own: an exception raised by
+    # ``__aenter__`` (every rejection) copies its whole frame into the
+    # traceback, and each coroutine made from ``__aenter__``/``__aexit__``
+    # allocates room for all of their locals, so both stay small.
+
+    def _issue_ticket(self, generation: int, token: str | None) -> None:
+        """Give the call entering now a ticket: its own generation, permit, start and deadline."""
         extra = self._more()
         self._per_call = True
         self._fast = None
@@ -330,7 +340,6 @@ class CircuitBreaker(OutcomeRecorder):
             extra.tags = set()
         extra.tags.add(ticket.id)
         _TICKETS.set(ticket)
-        return self
 
     async def __aexit__(
         self,
@@ -374,6 +383,15 @@ class CircuitBreaker(OutcomeRecorder):
                 return
             await self._ended_untagged(exc)
             return
+        await self._exit_ticketed(exc_type, exc, tb)
+
+    async def _exit_ticketed(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """``__aexit__`` of a breaker whose calls carry tickets (see ``__aenter__``)."""
         extra = self._more()
         ticket = _TICKETS.get()
         tags = extra.tags
