@@ -496,6 +496,30 @@ def test_watch_into_a_pipe_and_through_a_storage_outage(anyio_backend: str, tmp_
     assert "\x1b" not in terminal.text
 
 
+@pytest.mark.parametrize(
+    ("command", "runs", "code"), [("watch", "_watch", 0), ("status", "_read", 130)]
+)
+def test_ctrl_c_inside_a_task_group_is_still_ctrl_c(
+    command: str,
+    runs: str,
+    code: int,
+    anyio_backend: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C while a driver runs a task group ends the command as Ctrl-C, with no traceback."""
+
+    async def interrupted(*args: object) -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(anyio.sleep_forever)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(f"anybreaker.__main__.{runs}", interrupted)
+    url = f"sqlite:///{tmp_path / 'breakers.db'}"
+    assert _cli(capsys, anyio_backend, command, "--url", url)[::2] == (code, "")
+
+
 # -- which storage, and errors --------------------------------------------------
 
 

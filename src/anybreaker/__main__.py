@@ -448,6 +448,12 @@ def _run(arguments: argparse.Namespace, function: Callable[..., Awaitable[Any]],
         return anyio.run(function, *args, backend=backend)
     except StorageError as error:
         raise CommandError(f"storage failed: {_describe(error)}", _STORAGE_FAILED) from None
+    except BaseExceptionGroup as group:
+        # Ctrl-C that lands while a task group runs (a driver connecting, say)
+        # comes out among the group's errors: it is still Ctrl-C.
+        if group.subgroup(KeyboardInterrupt) is None:
+            raise
+        raise KeyboardInterrupt from None
 
 
 @asynccontextmanager
