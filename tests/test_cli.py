@@ -427,9 +427,25 @@ def _watch(url: str, backend: str, *, tty: bool) -> tuple[subprocess.Popen[bytes
         reader, writer = pty.openpty()
     else:
         reader, writer = os.pipe()
-    process = subprocess.Popen(command, stdout=writer, stderr=writer, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command,
+        stdout=writer,
+        stderr=writer,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_ctrl_c_heard,
+    )
     os.close(writer)
     return process, _Terminal(reader)
+
+
+def _ctrl_c_heard() -> None:
+    """Let the child hear SIGINT as a program started from a terminal does.
+
+    A runner started in the background (``make test &``, ``nohup``) ignores
+    SIGINT, its children inherit that, and Python then installs no
+    KeyboardInterrupt handler.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _stop(process: subprocess.Popen[bytes], terminal: _Terminal) -> int:
